@@ -1,0 +1,274 @@
+"""The public entry points: ``Pool1D/2D/3D``, ``pool*d``, global, adaptive and unpool."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from pooladapt import dispatch
+from pooladapt.spec import (
+    AdaptiveSpec,
+    GlobalSpec,
+    PoolSpec,
+    UnpoolSpec,
+    make_adaptive_spec,
+    make_global_spec,
+    make_spec,
+    make_unpool_spec,
+)
+
+_INT_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+_FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
+
+# id(indices) -> (weakref to it, spatial size of the plane it indexes); feeds the unpool default.
+_index_planes: dict[int, tuple[Any, tuple[int, ...]]] = {}
+
+
+def _check_dtype(dtype: str, mode: str) -> None:
+    if dtype in _FLOAT_KINDS:
+        return
+    if dtype in _INT_KINDS:
+        if mode == "max":
+            return
+        raise TypeError(
+            f"{mode} pooling needs a floating-point input, got {dtype}; cast it first "
+            f"(e.g. x.astype('float32')), or use mode 'max', which supports integers"
+        )
+    raise TypeError(
+        f"pooling supports float16, bfloat16, float32, float64 (and integers for max), "
+        f"got dtype {dtype}"
+    )
+
+
+def _prepare(x: Any, backend: str | None, mode: str):
+    name, native = dispatch.resolve(x, backend)
+    be = dispatch.load(name).BACKEND
+    if not native:
+        x = be.from_numpy(np.asarray(x))
+    _check_dtype(be.dtype_name(x), mode)
+    return be, x, native
+
+
+def _finish(be, out, native: bool):
+    if native:
+        return out
+    if isinstance(out, tuple):
+        return tuple(be.to_numpy(o) for o in out)
+    return be.to_numpy(out)
+
+
+def _remember_plane(indices: Any, plane: tuple[int, ...]) -> None:
+    key = id(indices)
+    try:
+        ref = weakref.ref(indices, lambda _r, key=key: _index_planes.pop(key, None))
+    except TypeError:
+        return
+    _index_planes[key] = (ref, plane)
+
+
+def _plane_of(indices: Any) -> tuple[int, ...] | None:
+    entry = _index_planes.get(id(indices))
+    if entry is not None and entry[0]() is indices:
+        return entry[1]
+    return None
+
+
+def run_pool(x: Any, spec: PoolSpec, backend: str | None = None):
+    """Pool ``x`` with a built spec on the backend chosen by the dispatch rules."""
+    be, xt, native = _prepare(x, backend, spec.mode)
+    plan = spec.plan(tuple(xt.shape))
+    out = _finish(be, be.pool(xt, plan), native)
+    if spec.return_indices:
+        _remember_plane(out[1], plan.in_size)
+    return out
+
+
+class _PoolND:
+    ndim: int = 0
+
+    def __init__(
+        self,
+        mode: str,
+        window: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: str | int | tuple = "valid",
+        dilation: int | tuple[int, ...] = 1,
+        ceil_mode: bool = False,
+        count_include_pad: bool = False,
+        p: float | None = None,
+        data_format: str | None = None,
+        return_indices: bool = False,
+        *,
+        backend: str | None = None,
+    ) -> None:
+        self.spec: PoolSpec = make_spec(
+            mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
+            data_format, return_indices, ndim=self.ndim)
+        self.backend = None if backend is None else dispatch.normalize_backend_name(backend)
+
+    def __call__(self, x: Any, backend: str | None = None):
+        """Pool ``x`` (NumPy array or framework tensor); see the class docstring."""
+        return run_pool(x, self.spec, backend or self.backend)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Output shape for an input of ``shape`` (validates it)."""
+        return self.spec.output_shape(tuple(shape))
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"{type(self).__name__}({s.mode!r}, window={s.window}, stride={s.stride}, "
+                f"padding={s.padding!r}, dilation={s.dilation}, ceil_mode={s.ceil_mode}, "
+                f"count_include_pad={s.count_include_pad}, p={s.p}, "
+                f"data_format={s.data_format!r}, return_indices={s.return_indices})")
+
+
+_POOL_DOC = """{n}-D pooling with one meaning on every backend (API.md §1).
+
+    ``mode`` is ``"max"``, ``"avg"`` or ``"lp"``; ``stride=None`` means ``window``; ``padding``
+    is ``"valid"``, ``"same"`` (= ``"same_upper"``, TensorFlow's rule), ``"same_lower"``, an int,
+    one int per dim, or ``(low, high)`` pairs; padded cells never win a max and, unless
+    ``count_include_pad``, are not counted by avg. ``ceil_mode`` follows ONNX/PyTorch.
+    The spec is validated here, once; calling it pools a NumPy array or a framework tensor.
+
+    >>> import numpy as np, pooladapt as pa
+    >>> x = np.arange({size}, dtype=np.float32).reshape({shape})
+    >>> pa.Pool{n}D("max", 2, data_format="channels_first")(x).ravel().tolist()
+    {example}
+    """
+
+
+class Pool1D(_PoolND):
+    __doc__ = _POOL_DOC.format(n=1, size=4, shape="(1, 1, 4)", example="[1.0, 3.0]")
+    ndim = 1
+
+
+class Pool2D(_PoolND):
+    __doc__ = _POOL_DOC.format(n=2, size=16, shape="(1, 1, 4, 4)",
+                               example="[5.0, 7.0, 13.0, 15.0]")
+    ndim = 2
+
+
+class Pool3D(_PoolND):
+    __doc__ = _POOL_DOC.format(n=3, size=8, shape="(1, 1, 2, 2, 2)", example="[7.0]")
+    ndim = 3
+
+
+def _functional(cls: type[_PoolND]):
+    def pool(
+        x: Any,
+        mode: str,
+        window: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: str | int | tuple = "valid",
+        dilation: int | tuple[int, ...] = 1,
+        ceil_mode: bool = False,
+        count_include_pad: bool = False,
+        p: float | None = None,
+        data_format: str | None = None,
+        return_indices: bool = False,
+        *,
+        backend: str | None = None,
+    ):
+        return cls(mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
+                   data_format, return_indices, backend=backend)(x)
+
+    pool.__name__ = pool.__qualname__ = f"pool{cls.ndim}d"
+    pool.__doc__ = (f"Functional form of :class:`{cls.__name__}`: "
+                    f"``pool{cls.ndim}d(x, mode, window, ...)`` builds the spec and pools x.")
+    return pool
+
+
+pool1d = _functional(Pool1D)
+pool2d = _functional(Pool2D)
+pool3d = _functional(Pool3D)
+
+
+# ---------------------------------------------------------------------------- the family
+
+
+def run_global(x: Any, spec: GlobalSpec, backend: str | None = None):
+    be, xt, native = _prepare(x, backend, spec.mode)
+    from pooladapt.spec import check_rank
+
+    check_rank(tuple(xt.shape), spec.ndim, spec.data_format)
+    return _finish(be, be.global_pool(xt, spec), native)
+
+
+def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None):
+    be, xt, native = _prepare(x, backend, spec.mode)
+    plan = spec.plan(tuple(xt.shape))
+    out = _finish(be, be.adaptive_pool(xt, plan), native)
+    if spec.return_indices:
+        _remember_plane(out[1], plan.in_size)
+    return out
+
+
+def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = None):
+    from pooladapt.spec import check_rank
+
+    name, native = dispatch.resolve(y, backend)
+    be = dispatch.load(name).BACKEND
+    plane = spec.output_size or _plane_of(indices)
+    if plane is None:
+        raise ValueError(
+            "max_unpool needs output_size: these indices did not come from a pooladapt pooling "
+            "call in this process (pass output_size=the spatial size of the pooled input)"
+        )
+    if not native:
+        y = be.from_numpy(np.asarray(y))
+        indices = be.from_numpy(np.asarray(indices))
+    check_rank(tuple(y.shape), spec.ndim, spec.data_format)
+    if tuple(indices.shape) != tuple(y.shape):
+        raise ValueError(f"indices must have the shape of the pooled values {tuple(y.shape)!r}, "
+                         f"got {tuple(indices.shape)!r}")
+    if not be.dtype_name(indices).startswith(("int", "uint")):
+        raise TypeError(f"indices must be integers, got dtype {be.dtype_name(indices)}")
+    return _finish(be, be.max_unpool(y, indices, spec, tuple(plane)), native)
+
+
+def _global_fn(ndim: int):
+    def global_pool(x: Any, mode: str, keepdims: bool = False, *, p: float | None = None,
+                    data_format: str | None = None, backend: str | None = None):
+        spec = make_global_spec(mode, ndim=ndim, keepdims=keepdims, p=p, data_format=data_format)
+        return run_global(x, spec, backend)
+
+    global_pool.__name__ = global_pool.__qualname__ = f"global_pool{ndim}d"
+    global_pool.__doc__ = (
+        f"Pool every spatial dim of a {ndim}-D input at once (mode max/avg/lp); "
+        "``keepdims`` keeps them as size 1.")
+    return global_pool
+
+
+def _adaptive_fn(ndim: int):
+    def adaptive_pool(x: Any, mode: str, output_size: int | tuple[int | None, ...], *,
+                      return_indices: bool = False, data_format: str | None = None,
+                      backend: str | None = None):
+        spec = make_adaptive_spec(mode, output_size, ndim=ndim, data_format=data_format,
+                                  return_indices=return_indices)
+        return run_adaptive(x, spec, backend)
+
+    adaptive_pool.__name__ = adaptive_pool.__qualname__ = f"adaptive_pool{ndim}d"
+    adaptive_pool.__doc__ = (
+        f"{ndim}-D adaptive max/avg pooling to ``output_size`` with PyTorch's bins: "
+        "bin i spans floor(i*in/out) to ceil((i+1)*in/out).")
+    return adaptive_pool
+
+
+def _unpool_fn(ndim: int):
+    def max_unpool(y: Any, indices: Any, output_size: int | tuple[int, ...] | None = None, *,
+                   data_format: str | None = None, backend: str | None = None):
+        spec = make_unpool_spec(output_size, ndim=ndim, data_format=data_format)
+        return run_unpool(y, indices, spec, backend)
+
+    max_unpool.__name__ = max_unpool.__qualname__ = f"max_unpool{ndim}d"
+    max_unpool.__doc__ = (
+        f"Inverse of {ndim}-D max pooling with ``return_indices=True``: zeros everywhere except "
+        "the max positions. ``output_size`` defaults to the plane the pooling call inverted.")
+    return max_unpool
+
+
+global_pool1d, global_pool2d, global_pool3d = (_global_fn(n) for n in (1, 2, 3))
+adaptive_pool1d, adaptive_pool2d, adaptive_pool3d = (_adaptive_fn(n) for n in (1, 2, 3))
+max_unpool1d, max_unpool2d, max_unpool3d = (_unpool_fn(n) for n in (1, 2, 3))

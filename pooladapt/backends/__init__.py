@@ -1,0 +1,1 @@
+"""One module per framework; each exposes ``BACKEND``, an instance of ``base.Backend``."""

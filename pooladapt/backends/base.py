@@ -1,0 +1,69 @@
+"""The backend interface: what the core asks of a framework, nothing more.
+
+A backend receives tensors of its own framework in the caller's data format together with
+a resolved plan (``pooladapt.spec``) and maps the plan onto native ops. It never parses user
+arguments, never re-derives padding or divisors and never re-validates: the plan is the
+truth. Each backend module exposes one instance named ``BACKEND``.
+
+Contract of every method (``x`` in the spec's data format, batch + channels + spatial dims):
+
+* ``pool(x, plan)``: ``plan.spec.mode`` max/avg/lp; returns the pooled tensor of ``x``'s
+  dtype, plus int64 per-plane flat indices when ``plan.spec.return_indices``. Padded cells
+  never win a max and add 0 to sums; ``plan.ceil_extra`` cells are ignored entirely; avg
+  divides by ``plan.divisor_map`` (``plan.uniform_divisor`` when every window shares one);
+  NaN propagates in max; ties (value and gradient) go to the first maximum in row-major
+  window order; an all-padding window gives -inf (dtype minimum for integers) with index -1
+  for max, 0 for lp and sum / divisor for avg (NaN when the divisor is 0).
+* ``global_pool(x, spec)``: reduce every spatial dim (max/avg/lp), ``spec.keepdims``.
+* ``adaptive_pool(x, plan)``: bins ``plan.starts``/``plan.ends``; ``plan.gather(d)`` gives
+  gather indices and masks for a separable gather-and-reduce; max may return indices.
+* ``max_unpool(y, indices, spec, out_size)``: zeros of spatial ``out_size`` with ``y`` scattered
+  to ``indices`` (per-plane flat, row-major); negative indices are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+
+NATIVE = "native"
+EMULATED = "emulated"
+
+
+class Backend:
+    """Base class; subclasses implement the methods below for one framework."""
+
+    name: str = ""
+    framework: str = ""
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def capabilities(self) -> dict[str, str]:
+        """Feature -> ``"native"`` or ``"emulated"`` (how this backend realises it)."""
+        return {}
+
+    def from_numpy(self, a: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def dtype_name(self, x: Any) -> str:
+        """NumPy-style dtype name: float32, bfloat16, int8, uint8, bool..."""
+        raise NotImplementedError
+
+    def pool(self, x: Any, plan: PoolPlan) -> Any:
+        raise NotImplementedError
+
+    def global_pool(self, x: Any, spec: GlobalSpec) -> Any:
+        raise NotImplementedError
+
+    def adaptive_pool(self, x: Any, plan: AdaptivePlan) -> Any:
+        raise NotImplementedError
+
+    def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
+        raise NotImplementedError

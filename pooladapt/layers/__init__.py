@@ -1,0 +1,1 @@
+"""Drop-in pooling layers, one module per framework, imported only when used."""
