@@ -53,6 +53,14 @@ def _window(spec: PoolSpec, plan, out_pos: tuple[int, ...]):
         yield coord, kind
 
 
+def _sum(values) -> float:
+    """Exactly rounded sum; inf - inf is NaN as in IEEE arithmetic."""
+    try:
+        return math.fsum(values)
+    except ValueError:
+        return math.nan
+
+
 def _window_max(values: list, coords: list, dtype):
     """First NaN if any, else the first maximum in window order. (value, coord or None)."""
     best, best_coord = _lowest(dtype), None
@@ -88,9 +96,9 @@ def pool(x: np.ndarray, spec: PoolSpec):
             elif spec.mode == "avg":
                 counted = taps if spec.count_include_pad else [t for t in taps if t[1] == "real"]
                 divisor = sum(1 for _, kind in counted if kind != "extra")
-                y[(n, c, *o)] = math.fsum(values) / divisor if divisor else math.nan
+                y[(n, c, *o)] = _sum(values) / divisor if divisor else math.nan
             else:
-                y[(n, c, *o)] = math.fsum(abs(v) ** spec.p for v in values) ** (1.0 / spec.p)
+                y[(n, c, *o)] = _sum(abs(v) ** spec.p for v in values) ** (1.0 / spec.p)
     y = _from_channels_first(y, spec.channels_first)
     if spec.return_indices:
         return y, _from_channels_first(idx, spec.channels_first)
@@ -162,7 +170,7 @@ def adaptive_pool(x: np.ndarray, spec: AdaptiveSpec):
                 y[(n, c, *o)], winner = _window_max(values, cells, xc.dtype)
                 idx[(n, c, *o)] = np.ravel_multi_index(winner, plan.in_size)
             else:
-                y[(n, c, *o)] = math.fsum(values) / len(values)
+                y[(n, c, *o)] = _sum(values) / len(values)
     y = _from_channels_first(y, cf)
     return (y, _from_channels_first(idx, cf)) if spec.return_indices else y
 

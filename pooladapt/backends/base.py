@@ -19,10 +19,13 @@ Contract of every method (``x`` in the spec's data format, batch + channels + sp
   gather indices and masks for a separable gather-and-reduce; max may return indices.
 * ``max_unpool(y, indices, spec, out_size)``: zeros of spatial ``out_size`` with ``y`` scattered
   to ``indices`` (per-plane flat, row-major); negative indices are ignored.
+* ``vjp(fn, x, g)``: the framework's autograd of ``fn`` (tensor -> tensor) at ``x`` with
+  cotangent ``g`` (both framework tensors); None for a backend without autograd (NumPy).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,3 +70,9 @@ class Backend:
 
     def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
         raise NotImplementedError
+
+    supports_autograd: bool = False
+    known_deviations: dict[str, str] = {}  # conformance feature -> why (strict xfail)
+
+    def vjp(self, fn: Callable[[Any], Any], x: Any, g: Any) -> Any:
+        raise NotImplementedError(f"backend {self.name!r} has no autograd")

@@ -81,6 +81,10 @@ class NumpyBackend(Backend):
             yield tuple(src), tuple(dst), combo
 
     def pool(self, x: np.ndarray, plan: PoolPlan):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return self._pool(x, plan)
+
+    def _pool(self, x: np.ndarray, plan: PoolPlan):
         spec = plan.spec
         out_shape = plan.output_shape(x.shape)
         if spec.mode == "max":
@@ -101,8 +105,7 @@ class NumpyBackend(Backend):
             if divisor is not None:
                 acc /= divisor if divisor else np.nan
             else:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    acc /= self._spatial_view(plan.divisor_map, spec)
+                acc /= self._spatial_view(plan.divisor_map, spec)
         elif spec.p == 2.0:
             np.sqrt(acc, out=acc)
         elif spec.p != 1.0:
@@ -156,8 +159,10 @@ class NumpyBackend(Backend):
             for d, axis in enumerate(spec.spatial_axes):
                 index, valid = plan.gather(d)
                 taken = np.take(out, index, axis=axis)  # (..., out, width, ...)
-                mask = valid.reshape(valid.shape + (1,) * (x.ndim - axis - 1))
-                out = np.sum(taken * mask, axis=axis + 1) / mask.sum(axis=axis + 1)
+                trailing = (1,) * (x.ndim - axis - 1)
+                mask = valid.reshape(valid.shape + trailing)
+                count = valid.sum(axis=1).reshape((-1,) + trailing)
+                out = np.sum(taken * mask, axis=axis + 1) / count
             return out.astype(x.dtype, copy=False)
         flat = self._flat_index(x.shape, spec.spatial_axes)
         out = x

@@ -1,0 +1,42 @@
+"""nox sessions: one test session per backend, each in its own virtualenv.
+
+``nox`` runs lint and every backend's tests; ``nox -s "tests(torch)"`` one backend.
+``conformance``, ``bench`` and ``fuzz`` are run on request.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "virtualenv"
+
+BACKENDS = ["numpy", "torch", "tensorflow", "jax", "mxnet"]
+
+
+def _install(session: nox.Session, backend: str) -> None:
+    session.install("-r", f"backends/{backend}.txt", "-r", "backends/test.txt")
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint of the package, tests, examples and benchmarks."""
+    session.install("ruff==0.17.5")
+    session.run("ruff", "check", "pooladapt", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite on one backend: its conformance run plus its own framework tests."""
+    _install(session, backend)
+    paths = ["tests/conformance", f"tests/{backend}"]
+    if backend == "numpy":
+        paths.insert(0, "tests/core")
+    paths = [p for p in paths if os.path.isdir(p)]
+    session.run("pytest", *paths, *session.posargs,
+                env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci"})

@@ -1,0 +1,451 @@
+"""The conformance case grid and runner, shared by ``pooladapt conformance`` and the tests.
+
+A :class:`Case` is one call of a public entry point on one deterministic input. The runner
+feeds the input to a backend *as that backend's own tensor* (the native path), converts the
+answer back to NumPy and compares it with the oracle: max, indices and integer results must
+be bit-exact, the rest within the tolerance of the dtype. Gradient cases compare the
+backend's autograd with the oracle's vector-Jacobian product.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import pooladapt as pa
+from pooladapt import dispatch, oracle
+from pooladapt.spec import (
+    make_adaptive_spec,
+    make_global_spec,
+    make_spec,
+    make_unpool_spec,
+)
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+INT_DTYPES = ("int8", "uint8", "int32", "int64")
+
+# (rtol, atol) for results that are not bit-exact.
+TOLERANCE = {
+    "float64": (1e-9, 1e-12),
+    "float32": (2e-5, 2e-6),
+    "float16": (2e-3, 2e-3),
+    "bfloat16": (1.6e-2, 1.6e-2),
+}
+
+GEOMETRIES: dict[int, list[dict[str, Any]]] = {
+    1: [dict(window=2), dict(window=3, stride=2), dict(window=3, stride=1),
+        dict(window=2, stride=1, dilation=2), dict(window=3, stride=2, dilation=2)],
+    2: [dict(window=2), dict(window=(3, 2), stride=(2, 1)), dict(window=3, stride=1),
+        dict(window=(2, 3), stride=(1, 2), dilation=(2, 1)), dict(window=3, stride=2, dilation=2)],
+    3: [dict(window=2), dict(window=(3, 2, 2), stride=(2, 1, 2)),
+        dict(window=2, stride=1, dilation=(1, 2, 1))],
+}
+SIZES = {1: [(9,), (10,)], 2: [(6, 7), (7, 6)], 3: [(5, 6, 5), (6, 5, 5)]}
+PADDINGS: dict[str, Any] = {
+    "valid": "valid",
+    "same": "same",
+    "same_lower": "same_lower",
+    "int": 1,
+    "per_dim": (1, 0, 1),
+    "pairs": ((0, 1), (1, 0), (1, 1)),
+}
+
+
+def bfloat16_dtype() -> Any:
+    """ml_dtypes' bfloat16 if installed (it comes with jax and tensorflow), else None."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes.bfloat16
+
+
+def np_dtype(name: str) -> Any:
+    if name == "bfloat16":
+        bf16 = bfloat16_dtype()
+        if bf16 is None:
+            raise TypeError("bfloat16 NumPy arrays need the ml_dtypes package")
+        return np.dtype(bf16)
+    return np.dtype(name)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One entry-point call on one deterministic input."""
+
+    kind: str  # pool | global | adaptive | unpool
+    ndim: int
+    args: tuple[tuple[str, Any], ...]
+    spatial: tuple[int, ...]
+    dtype: str = "float32"
+    values: str = "normal"  # normal | negative | ties | nan | int | extremes
+    batch: tuple[int, int] = (2, 3)
+    gradient: bool = False
+    features: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+    @property
+    def data_format(self) -> str:
+        return self.kwargs.get("data_format", "channels_last")
+
+    @property
+    def id(self) -> str:
+        parts = [self.kind, f"{self.ndim}d"]
+        for k, v in self.args:
+            text = str(v).replace(" ", "")
+            parts.append(f"{k}={text}")
+        parts += [f"in={'x'.join(map(str, self.spatial))}", self.dtype, self.values]
+        if self.gradient:
+            parts.append("grad")
+        return "-".join(parts)
+
+    def shape(self) -> tuple[int, ...]:
+        n, c = self.batch
+        if self.data_format == "channels_first":
+            return (n, c, *self.spatial)
+        return (n, *self.spatial, c)
+
+    def make_input(self, seed: int = 0) -> np.ndarray:
+        """The case's input as a NumPy array of its dtype, in its data format."""
+        rng = np.random.default_rng(zlib.crc32(self.id.encode()) + seed)
+        shape = self.shape()
+        dtype = np_dtype(self.dtype)
+        if self.values == "int" or self.dtype in INT_DTYPES:
+            info = np.iinfo(dtype)
+            lo, hi = max(info.min, -50), min(info.max, 50)
+            x = rng.integers(lo, hi + 1, size=shape)
+            if self.values == "extremes":
+                x = np.where(rng.random(shape) < 0.3, info.min, x)
+                x = np.where(rng.random(shape) < 0.3, info.max, x)
+            return x.astype(dtype)
+        if self.values == "ties":
+            x = rng.integers(-2, 3, size=shape).astype(np.float64)
+        elif self.values == "negative":
+            x = -(np.abs(rng.standard_normal(shape)) + 1.0)
+        else:
+            x = rng.standard_normal(shape)
+            if self.dtype in ("float16", "bfloat16"):
+                x = np.round(x * 8) / 8
+            if self.values == "nan":
+                x[rng.random(shape) < 0.15] = np.nan
+            if self.values == "extremes":
+                special = np.array([np.inf, -np.inf, -0.0, 5e-324 if self.dtype == "float64"
+                                    else 1e-40])
+                pick = rng.random(shape) < 0.2
+                x[pick] = rng.choice(special, size=int(pick.sum()))
+        return x.astype(dtype)
+
+
+# ---------------------------------------------------------------------------- the grid
+
+
+def _pad_arg(name: str, ndim: int) -> Any:
+    value = PADDINGS[name]
+    return value[:ndim] if isinstance(value, tuple) else value
+
+
+def _pool_cases() -> Iterator[Case]:
+    counter = itertools.count()
+    for ndim in (1, 2, 3):
+        geoms, sizes = GEOMETRIES[ndim], SIZES[ndim]
+        for mode, pad_name, ceil, fmt in itertools.product(
+                ("max", "avg", "lp"), PADDINGS, (False, True),
+                ("channels_first", "channels_last")):
+            for cip in ((False, True) if mode == "avg" else (False,)):
+                i = next(counter)
+                geom = geoms[i % len(geoms)]
+                args: dict[str, Any] = dict(mode=mode, **geom, padding=_pad_arg(pad_name, ndim),
+                                            ceil_mode=ceil, data_format=fmt)
+                features = [f"{ndim}d", f"padding:{pad_name}", f"layout:{fmt}", f"mode:{mode}"]
+                if ceil:
+                    features.append("ceil_mode")
+                if "dilation" in geom:
+                    features.append("dilation")
+                if mode == "avg":
+                    args["count_include_pad"] = cip
+                    if cip:
+                        features.append("count_include_pad")
+                if mode == "max" and i % 2 == 0:
+                    args["return_indices"] = True
+                    features.append("indices")
+                if mode == "lp":
+                    args["p"] = (2.0, 1.0, 3.0)[i % 3]
+                dtype = ("float32", "float64", "float32", "float16")[i % 4]
+                values = ("normal", "negative", "ties", "normal")[i % 4]
+                features.append(f"dtype:{dtype}")
+                if values == "ties":
+                    features.append("ties")
+                yield Case("pool", ndim, tuple(args.items()), sizes[i % 2], dtype, values,
+                           features=tuple(features))
+
+
+def _dtype_cases() -> Iterator[Case]:
+    for dtype, fmt in itertools.product(FLOAT_DTYPES + INT_DTYPES,
+                                        ("channels_first", "channels_last")):
+        modes = ("max",) if dtype in INT_DTYPES else ("max", "avg", "lp")
+        for mode in modes:
+            args: dict[str, Any] = dict(mode=mode, window=3, stride=2, padding=1,
+                                        data_format=fmt)
+            if mode == "max":
+                args["return_indices"] = True
+            values = "extremes" if dtype in INT_DTYPES else "normal"
+            yield Case("pool", 2, tuple(args.items()), (7, 6), dtype, values,
+                       features=(f"dtype:{dtype}", f"layout:{fmt}", f"mode:{mode}", "2d"))
+
+
+def _special_cases() -> Iterator[Case]:
+    for ndim, fmt in itertools.product((1, 2, 3), ("channels_first", "channels_last")):
+        size = SIZES[ndim][0]
+        for mode in ("max", "avg", "lp"):
+            args = dict(mode=mode, window=2, stride=1, padding=1, data_format=fmt)
+            if mode == "max":
+                args["return_indices"] = True
+            yield Case("pool", ndim, tuple(args.items()), size, "float32", "nan",
+                       features=("nan", f"{ndim}d", f"layout:{fmt}", f"mode:{mode}"))
+            yield Case("pool", ndim, tuple(args.items()), size, "float64", "extremes",
+                       features=("edge_values", f"{ndim}d", f"layout:{fmt}", f"mode:{mode}"))
+        # all-padding windows: dilation 3 over a size-2 dim with one cell of padding each side
+        for mode in ("max", "avg", "lp"):
+            args = dict(mode=mode, window=2, stride=1, padding=1, dilation=3, data_format=fmt)
+            if mode == "max":
+                args["return_indices"] = True
+            yield Case("pool", ndim, tuple(args.items()), (2,) * ndim, "float32", "negative",
+                       features=("all_padding", f"{ndim}d", f"layout:{fmt}", f"mode:{mode}"))
+        # the window equals the padded input
+        args = dict(mode="avg", window=tuple(s + 2 for s in size), padding=1,
+                    count_include_pad=True, data_format=fmt)
+        yield Case("pool", ndim, tuple(args.items()), size, "float64", "normal",
+                   features=("window=padded_input", f"{ndim}d", f"layout:{fmt}"))
+
+
+def _family_cases() -> Iterator[Case]:
+    for ndim, fmt in itertools.product((1, 2, 3), ("channels_first", "channels_last")):
+        size = SIZES[ndim][1]
+        for mode, keep in itertools.product(("max", "avg", "lp"), (False, True)):
+            args: dict[str, Any] = dict(mode=mode, keepdims=keep, data_format=fmt)
+            values = "nan" if mode == "max" and keep else "normal"
+            yield Case("global", ndim, tuple(args.items()), size, "float32", values,
+                       features=("global", f"{ndim}d", f"layout:{fmt}", f"mode:{mode}"))
+        for mode, out in itertools.product(("max", "avg"), ("divides", "uneven", "larger")):
+            target = {"divides": tuple(s // (2 if s % 2 == 0 else s) for s in size),
+                      "uneven": tuple(max(1, s - 2) for s in size),
+                      "larger": tuple(s + 1 for s in size)}[out]
+            args = dict(mode=mode, output_size=target, data_format=fmt)
+            if mode == "max":
+                args["return_indices"] = True
+            yield Case("adaptive", ndim, tuple(args.items()), size, "float32",
+                       "ties" if mode == "max" else "normal",
+                       features=("adaptive", f"{ndim}d", f"layout:{fmt}", f"mode:{mode}"))
+        for geom in GEOMETRIES[ndim][:2]:
+            args = dict(**geom, padding=1 if geom["window"] != 1 else 0, data_format=fmt)
+            yield Case("unpool", ndim, tuple(args.items()), size, "float32", "normal",
+                       features=("unpool", f"{ndim}d", f"layout:{fmt}"))
+
+
+def _gradient_cases() -> Iterator[Case]:
+    for case in itertools.chain(_pool_cases(), _family_cases()):
+        if case.kind == "unpool" or case.dtype != "float32":
+            continue
+        values = "ties" if case.kwargs.get("mode") == "max" else "normal"
+        yield Case(case.kind, case.ndim, case.args, case.spatial, "float64", values,
+                   gradient=True, features=(*case.features, "gradient"))
+
+
+def grid(level: str = "full", dtypes: tuple[str, ...] | None = None) -> list[Case]:
+    """The case grid: ``full`` (the test suite) or ``quick`` (every fourth case)."""
+    cases = [*_pool_cases(), *_dtype_cases(), *_special_cases(), *_family_cases(),
+             *_gradient_cases()]
+    if dtypes is not None:
+        cases = [c for c in cases if c.dtype in dtypes]
+    if level == "quick":
+        cases = cases[::4]
+    elif level != "full":
+        raise ValueError(f"grid level must be 'quick' or 'full', got {level!r}")
+    return cases
+
+
+def available_dtypes() -> tuple[str, ...]:
+    names = FLOAT_DTYPES + INT_DTYPES
+    return names if bfloat16_dtype() is not None else tuple(n for n in names if n != "bfloat16")
+
+
+# ---------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class Result:
+    case: Case
+    backend: str
+    passed: bool
+    error: float = 0.0
+    message: str = ""
+
+
+def _entry(case: Case):
+    kw = case.kwargs
+    if case.kind == "pool":
+        mode = kw.pop("mode")
+        return getattr(pa, f"pool{case.ndim}d"), (mode,), kw
+    if case.kind == "global":
+        mode = kw.pop("mode")
+        return getattr(pa, f"global_pool{case.ndim}d"), (mode,), kw
+    if case.kind == "adaptive":
+        mode, size = kw.pop("mode"), kw.pop("output_size")
+        return getattr(pa, f"adaptive_pool{case.ndim}d"), (mode, size), kw
+    raise ValueError(case.kind)
+
+
+def expected(case: Case, x: np.ndarray):
+    """The oracle's answer for ``case`` on input ``x``."""
+    kw = case.kwargs
+    if case.kind == "pool":
+        return oracle.pool(x, make_spec(**kw, ndim=case.ndim))
+    if case.kind == "global":
+        return oracle.global_pool(x, make_global_spec(**kw, ndim=case.ndim))
+    if case.kind == "adaptive":
+        return oracle.adaptive_pool(x, make_adaptive_spec(**kw, ndim=case.ndim))
+    spec = make_spec("max", **kw, return_indices=True, ndim=case.ndim)
+    y, idx = oracle.pool(x, spec)
+    plane = spec.plan(x.shape).in_size
+    return oracle.max_unpool(y.astype(x.dtype), idx,
+                             make_unpool_spec(plane, ndim=case.ndim,
+                                              data_format=kw["data_format"]), plane)
+
+
+def actual(case: Case, x: np.ndarray, backend: str):
+    """The backend's answer for ``case``, computed on the backend's own tensor type."""
+    be = dispatch.load(backend).BACKEND
+    if case.kind == "unpool":
+        kw = case.kwargs
+        fmt = kw.pop("data_format")
+        spec = make_spec("max", **kw, return_indices=True, data_format=fmt, ndim=case.ndim)
+        y, idx = oracle.pool(x, spec)
+        plane = spec.plan(x.shape).in_size
+        fn = getattr(pa, f"max_unpool{case.ndim}d")
+        out = fn(be.from_numpy(y.astype(x.dtype)), be.from_numpy(idx), plane, data_format=fmt)
+        return be.to_numpy(out)
+    fn, pos, kw = _entry(case)
+    out = fn(be.from_numpy(x), *pos, **kw)
+    if isinstance(out, tuple):
+        return tuple(be.to_numpy(o) for o in out)
+    return be.to_numpy(out)
+
+
+def _exact(case: Case) -> bool:
+    mode = case.kwargs.get("mode", "max")
+    return case.kind == "unpool" or mode == "max" or case.dtype in INT_DTYPES
+
+
+def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values"):
+    """(passed, worst error, message) for one output array."""
+    want = np.asarray(want)
+    got = np.asarray(got)
+    if got.shape != want.shape:
+        return False, np.inf, f"{what}: shape {got.shape}, expected {want.shape}"
+    if what == "indices":
+        bad = got != want
+        return (not bad.any(), float(bad.sum()),
+                f"indices differ at {int(bad.sum())} positions" if bad.any() else "")
+    if case.dtype in INT_DTYPES:
+        if str(got.dtype) != case.dtype:
+            return False, np.inf, f"{what}: dtype {got.dtype}, expected {case.dtype}"
+        bad = got != want.astype(got.dtype)
+        return not bad.any(), float(bad.sum()), f"{int(bad.sum())} values differ" if bad.any() else ""
+    if not case.gradient and str(got.dtype) != case.dtype:
+        return False, np.inf, f"{what}: dtype {got.dtype}, expected {case.dtype}"
+    w = want.astype(np.float64)
+    if not case.gradient:
+        w = w.astype(np_dtype(case.dtype)).astype(np.float64)  # the exact answer, rounded
+    g = got.astype(np.float64)
+    nan_w, nan_g = np.isnan(w), np.isnan(g)
+    if (nan_w != nan_g).any():
+        return False, np.inf, f"{what}: NaN at {int((nan_w != nan_g).sum())} wrong positions"
+    fin = ~nan_w
+    if _exact(case) and not case.gradient:
+        bad = (w[fin] != g[fin]) | (np.signbit(w[fin]) != np.signbit(g[fin]))
+        err = float(np.max(np.abs(np.nan_to_num(w[fin] - g[fin])), initial=0.0)) if bad.any() else 0.0
+        return not bad.any(), err, f"{what}: {int(bad.sum())} values not bit-exact" if bad.any() else ""
+    rtol, atol = TOLERANCE["float64" if case.gradient else case.dtype]
+    if case.gradient:
+        rtol, atol = 1e-7, 1e-9
+    inf_mismatch = np.isinf(w[fin]) != np.isinf(g[fin])
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(w[fin] - g[fin])
+        diff = np.where(np.isinf(w[fin]) & (w[fin] == g[fin]), 0.0, diff)
+    limit = atol + rtol * np.abs(np.where(np.isinf(w[fin]), 0.0, w[fin]))
+    bad = (diff > limit) | inf_mismatch
+    err = float(np.max(np.nan_to_num(diff, posinf=np.inf), initial=0.0))
+    return not bad.any(), err, (f"{what}: {int(bad.sum())} values off, worst {err:.3g}"
+                                if bad.any() else "")
+
+
+def _vjp_expected(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    kw = case.kwargs
+    kw.pop("return_indices", None)
+    if case.kind == "pool":
+        return oracle.pool_vjp(x, make_spec(**kw, ndim=case.ndim), g)
+    if case.kind == "adaptive":
+        return oracle.adaptive_vjp(x, make_adaptive_spec(**kw, ndim=case.ndim), g)
+    spec = make_global_spec(**kw, ndim=case.ndim)
+    # global pooling is a pool whose window is the whole plane
+    full = make_spec(spec.mode, case.spatial, p=spec.p if spec.mode == "lp" else None,
+                     data_format=spec.data_format, ndim=case.ndim)
+    if not spec.keepdims:
+        g = np.expand_dims(g, axis=spec.spatial_axes)
+    return oracle.pool_vjp(x, full, g)
+
+
+def run_case(case: Case, backend: str) -> Result:
+    """Run one case on one backend and compare it with the oracle."""
+    try:
+        x = case.make_input()
+        if case.gradient:
+            return _run_gradient(case, backend, x)
+        want = expected(case, x)
+        got = actual(case, x, backend)
+    except Exception as err:  # a crash is a failure, reported with its message
+        return Result(case, backend, False, np.inf, f"{type(err).__name__}: {err}")
+    if isinstance(want, tuple):
+        if not isinstance(got, tuple) or len(got) != 2:
+            return Result(case, backend, False, np.inf, "expected (values, indices)")
+        ok1, e1, m1 = compare(case, want[0], got[0])
+        ok2, e2, m2 = compare(case, want[1], got[1], "indices")
+        return Result(case, backend, ok1 and ok2, max(e1, e2), "; ".join(m for m in (m1, m2) if m))
+    ok, err, msg = compare(case, want, got)
+    return Result(case, backend, ok, err, msg)
+
+
+def _run_gradient(case: Case, backend: str, x: np.ndarray) -> Result:
+    be = dispatch.load(backend).BACKEND
+    if not be.supports_autograd:
+        return Result(case, backend, False, np.inf, f"{backend} has no autograd")
+    values_only = Case(case.kind, case.ndim,
+                       tuple((k, v) for k, v in case.args if k != "return_indices"),
+                       case.spatial, case.dtype, case.values, case.batch)
+    fn, pos, kw = _entry(values_only)
+    g = np.random.default_rng(7).standard_normal(np.shape(expected(values_only, x)))
+    dx = be.vjp(lambda t: fn(t, *pos, **kw), be.from_numpy(x), be.from_numpy(g))
+    want = _vjp_expected(case, x, g)
+    ok, err, msg = compare(case, want, be.to_numpy(dx), "gradient")
+    return Result(case, backend, ok, err, msg)
+
+
+def reproducer(case: Case, backend: str) -> str:
+    """A command that re-runs one case."""
+    return (f"python -c \"from pooladapt import conformance as c; "
+            f"print(c.run_case(c.case_by_id({case.id!r}), {backend!r}))\"")
+
+
+def case_by_id(case_id: str) -> Case:
+    for case in grid("full"):
+        if case.id == case_id:
+            return case
+    raise KeyError(case_id)
