@@ -35,6 +35,13 @@ from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 NATIVE = "native"
 EMULATED = "emulated"
 
+FEATURES: tuple[str, ...] = (
+    "max", "avg", "lp", "symmetric_padding", "asymmetric_padding", "same", "ceil_mode",
+    "dilation", "count_include_pad", "indices", "channels_first", "channels_last", "integers",
+    "nan", "float16", "bfloat16", "global", "adaptive", "unpool", "autograd", "compile",
+)
+"""The feature names every backend's ``capabilities()`` reports (``pooladapt info``)."""
+
 
 class Backend:
     """Base class; subclasses implement the methods below for one framework."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pooladapt.backends.base import NATIVE, Backend
+from pooladapt.backends.base import FEATURES, NATIVE, Backend
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
 
@@ -42,10 +42,7 @@ class NumpyBackend(Backend):
         return np.__version__
 
     def capabilities(self) -> dict[str, str]:
-        return {f: NATIVE for f in ("max", "avg", "lp", "padding", "same", "ceil_mode",
-                                    "dilation", "count_include_pad", "indices", "channels_first",
-                                    "channels_last", "integers", "nan", "global", "adaptive",
-                                    "unpool")}
+        return {f: NATIVE for f in FEATURES if f not in ("autograd", "compile")}
 
     def from_numpy(self, a: np.ndarray) -> np.ndarray:
         return a
