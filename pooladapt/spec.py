@@ -77,11 +77,11 @@ def normalize_data_format(value: object, ndim: int, argname: str = "data_format"
     other = _all_format_names().get(key)
     if other is not None:
         raise ValueError(
-            f"{argname}={value!r} is a {other}-D layout but this pooling has {ndim} spatial "
-            f"dim(s); expected one of {sorted(_format_layout_names(ndim))}"
+            f"{argname} must be one of {sorted(_format_layout_names(ndim))} for {ndim} spatial "
+            f"dim(s), got {value!r}, a {other}-D layout"
         )
     raise ValueError(
-        f"unknown {argname} {value!r}; expected one of {sorted(_format_layout_names(ndim))}"
+        f"unknown {argname}: expected one of {sorted(_format_layout_names(ndim))}, got {value!r}"
     )
 
 
