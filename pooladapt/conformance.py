@@ -403,10 +403,10 @@ def _vjp_expected(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return oracle.pool_vjp(x, full, g)
 
 
-def run_case(case: Case, backend: str) -> Result:
+def run_case(case: Case, backend: str, seed: int = 0) -> Result:
     """Run one case on one backend and compare it with the oracle."""
     try:
-        x = case.make_input()
+        x = case.make_input(seed)
         if case.gradient:
             return _run_gradient(case, backend, x)
         want = expected(case, x)

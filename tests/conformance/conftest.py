@@ -26,9 +26,20 @@ def requested_backends(config) -> list[str]:
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         names = requested_backends(metafunc.config)
+        params = [pytest.param(n, id=n) for n in names]
         if metafunc.definition.get_closest_marker("autograd"):
-            names = [n for n in names if dispatch.load(n).BACKEND.supports_autograd]
-        metafunc.parametrize("backend", [pytest.param(n, id=n) for n in names], scope="session")
+            # gradients are not part of a backend's contract without autograd (NumPy):
+            # such items are deselected, not skipped
+            params = [pytest.param(n, id=n, marks=() if dispatch.load(n).BACKEND.supports_autograd
+                                   else pytest.mark.no_autograd) for n in names]
+        metafunc.parametrize("backend", params, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    dropped = [item for item in items if item.get_closest_marker("no_autograd")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("no_autograd")]
 
 
 @pytest.fixture
