@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("backend", BACKENDS)
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite on one backend: its conformance run plus its own framework tests."""
     _install(session, backend)
