@@ -134,7 +134,8 @@ def pool_vjp(x: np.ndarray, spec: PoolSpec, grad_out: np.ndarray) -> np.ndarray:
                 for r in real:
                     v = plane[r]
                     if y > 0:
-                        dx[(n, c, *r)] += g * np.sign(v) * abs(v) ** (spec.p - 1) / y ** (spec.p - 1)
+                        slope = np.sign(v) * abs(v) ** (spec.p - 1) / y ** (spec.p - 1)
+                        dx[(n, c, *r)] += g * slope
     return _from_channels_first(dx, spec.channels_first)
 
 
