@@ -108,7 +108,7 @@ def pool(x: np.ndarray, spec: PoolSpec):
 def pool_vjp(x: np.ndarray, spec: PoolSpec, grad_out: np.ndarray) -> np.ndarray:
     """Vector-Jacobian product of :func:`pool` (float64, shape of x): max sends each output's
     gradient to its winning cell, avg spreads it over the counted cells divided by the
-    divisor, lp sends ``g * sign(x) * |x|**(p-1) / y**(p-1)`` (0 where y == 0)."""
+    divisor, lp sends ``g * sign(x) * |x|**(p-1) / y**(p-1)`` (0 where x == 0 or y == 0)."""
     x = np.asarray(x, dtype=np.float64)
     plan = spec.plan(x.shape)
     xc = _to_channels_first(x, spec.channels_first)
@@ -133,7 +133,7 @@ def pool_vjp(x: np.ndarray, spec: PoolSpec, grad_out: np.ndarray) -> np.ndarray:
                 y = sum(abs(plane[r]) ** spec.p for r in real) ** (1.0 / spec.p)
                 for r in real:
                     v = plane[r]
-                    if y > 0:
+                    if y > 0 and v != 0:
                         slope = np.sign(v) * abs(v) ** (spec.p - 1) / y ** (spec.p - 1)
                         dx[(n, c, *r)] += g * slope
     return _from_channels_first(dx, spec.channels_first)
