@@ -46,7 +46,8 @@ def pool_cases(draw, dtypes: tuple[str, ...] | None = None, max_size: int = 8,
         args["p"] = draw(st.sampled_from([1.0, 2.0, 3.0] + ([] if for_gradient else [0.5])))
     if mode == "max":
         args["return_indices"] = draw(st.booleans())
-    values = draw(st.sampled_from(["normal", "negative", "ties"] + ([] if for_gradient else ["nan"])))
+    kinds = ["normal", "negative", "ties"] + ([] if for_gradient else ["nan"])
+    values = draw(st.sampled_from(kinds))
     batch = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
     case = Case("pool", ndim, tuple(args.items()), sizes, dtype, values, batch,
                 gradient=for_gradient, features=("hypothesis",))
