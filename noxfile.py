@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import nox
@@ -40,3 +41,26 @@ def tests(session: nox.Session, backend: str) -> None:
     paths = [p for p in paths if os.path.isdir(p)]
     session.run("pytest", *paths, *session.posargs,
                 env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
+def conformance(session: nox.Session, backend: str) -> None:
+    """Conformance report of one backend, merged into docs/conformance.{md,json}.
+
+    Full grid, 200 random cases and gradients, run in an environment installed from the
+    backend's pinned backends/<name>.txt; ``nox -s conformance`` refreshes every column.
+    """
+    _install(session, backend)
+    report = os.path.join(session.create_tmp(), f"conformance-{backend}.json")
+    session.run("pooladapt", "conformance", "--backends", backend, "--grid", "full",
+                "--fuzz", "200", "--seed", "0", "--gradients", "--json", report,
+                success_codes=[0, 1])
+    merged = os.path.join("docs", "conformance.json")
+    sources = [merged, report] if os.path.exists(merged) else [report]
+    session.run("pooladapt", "conformance", "--merge", *sources, "--json", merged,
+                "--markdown", os.path.join("docs", "conformance.md"), success_codes=[0, 1])
+    with open(report) as f:
+        failed = json.load(f)["backends"][backend]["failed"]
+    if failed:
+        session.error(f"{backend}: {failed} conformance failures, listed in docs/conformance.md")
