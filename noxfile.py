@@ -11,7 +11,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "integration"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
@@ -64,3 +64,12 @@ def conformance(session: nox.Session, backend: str) -> None:
         failed = json.load(f)["backends"][backend]["failed"]
     if failed:
         session.error(f"{backend}: {failed} conformance failures, listed in docs/conformance.md")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Every NumPy-2 framework in one environment: cross-backend agreement, the model port,
+    the examples that swap backends."""
+    _install(session, "all")
+    session.run("pytest", "tests/integration", *session.posargs,
+                env={"HYPOTHESIS_PROFILE": "ci"})
