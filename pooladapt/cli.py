@@ -592,7 +592,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         for name in dict.fromkeys(names):
             be, why = _backend_status(name)
             if be is None:
-                raise SystemExit(f"error: backend {name!r} is {why}")
+                raise ValueError(f"backend {name!r} is {why}")
             targets.append((name, None))
         targets += [(t, load_function(t)) for t in args.against or []]
         dtypes = conformance.available_dtypes()
