@@ -1,0 +1,387 @@
+"""The MXNet backend (1.9.1): ``mx.nd`` arrays and ``mx.np`` ndarrays, autograd, ``hybridize``.
+
+``nd.Pooling`` runs wherever it expresses the plan: float input, symmetric padding, no
+dilation (lp: p of 1, 2 or 3, on ``|x|``). Around it, the exact fixes for what MXNet does
+differently: ceil mode runs as ``'full'`` and then crops the windows the plan drops (MXNet
+has no drop rule); NaN (which MXNet max pooling suppresses) and -inf (which it turns into the
+dtype's lowest finite value) are restored from one extra pooling of a code map. Everything
+else is emulated: explicit padding (-inf or the integer minimum for max, 0 for sums), a VALID
+native pool, the plan's divisor, and a loop over the window's taps (strided slices) for
+dilation, integers and indices.
+
+All graph code takes the op namespace ``F`` (``mx.nd`` or ``mx.sym``), so the same code runs
+inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+
+from pooladapt.backends.base import EMULATED, NATIVE, Backend
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, make_spec
+
+nd = mx.nd
+
+_LAYOUTS = {(1, True): "NCW", (2, True): "NCHW", (3, True): "NCDHW",
+            (1, False): "NWC", (2, False): "NHWC", (3, False): "NDHWC"}
+_NATIVE_LP = (1.0, 2.0, 3.0)
+_BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
+                "cast to float32")
+
+
+def _is_int(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.integer)
+
+
+def _lowest(dtype: np.dtype) -> float:
+    """Value of a padded cell for max: never wins."""
+    return int(np.iinfo(dtype).min) if _is_int(dtype) else -math.inf
+
+
+def _acc_dtype(dtype: np.dtype) -> str:
+    return "float64" if dtype == np.float64 else "float32"
+
+
+def _is_symbol(F: Any) -> bool:
+    return F is mx.sym
+
+
+def _bcast_shape(spec, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of a per-spatial-position constant that broadcasts against the spec's layout."""
+    return (1, 1, *sizes) if spec.data_format == "channels_first" else (1, *sizes, 1)
+
+
+def _fill(F: Any, x: Any, axis: int, count: int, value: float) -> Any:
+    edge = F.slice_axis(x, axis=axis, begin=0, end=1)
+    fill = F.zeros_like(edge) if value == 0 else F.ones_like(edge) * value
+    return F.repeat(fill, repeats=count, axis=axis)
+
+
+def _pad(F: Any, x: Any, spec, pads, value: float) -> Any:
+    """Pad the spatial axes by ``(low, high)`` cells of ``value``, any rank and layout."""
+    for axis, (lo, hi) in zip(spec.spatial_axes, pads):
+        if lo or hi:
+            parts = [_fill(F, x, axis, lo, value)] if lo else []
+            parts.append(x)
+            if hi:
+                parts.append(_fill(F, x, axis, hi, value))
+            x = F.concat(*parts, dim=axis)
+    return x
+
+
+def _native(F: Any, x: Any, plan: PoolPlan, pool_type: str, explicit: bool, **kw) -> Any:
+    """``Pooling`` of x; ``explicit``: x is already padded by ``plan.total_pads`` (VALID)."""
+    spec = plan.spec
+    ceil = spec.ceil_mode and not explicit
+    y = F.Pooling(x, kernel=spec.window, stride=spec.stride, pool_type=pool_type,
+                  pad=(0,) * spec.ndim if explicit else tuple(lo for lo, _ in plan.pads),
+                  pooling_convention="full" if ceil else "valid",
+                  layout=_LAYOUTS[spec.ndim, spec.channels_first], **kw)
+    if not ceil or (not _is_symbol(F) and tuple(y.shape[a] for a in spec.spatial_axes)
+                    == plan.out_size):
+        return y
+    # 'full' has no drop rule: crop the windows that would start in the high-side padding.
+    end = [None] * (spec.ndim + 2)
+    for axis, size in zip(spec.spatial_axes, plan.out_size):
+        end[axis] = size
+    return F.slice(y, begin=(None,) * len(end), end=tuple(end))
+
+
+def _tap_slices(F: Any, xp: Any, plan: PoolPlan):
+    """One strided slice of the fully padded input per window tap, in row-major tap order."""
+    spec = plan.spec
+    rank = spec.ndim + 2
+    offsets = [[t * spec.dilation[d] for t in range(spec.window[d])] for d in range(spec.ndim)]
+    for offs in itertools.product(*offsets):
+        begin, end, step = [None] * rank, [None] * rank, [None] * rank
+        for d, axis in enumerate(spec.spatial_axes):
+            begin[axis] = offs[d]
+            end[axis] = offs[d] + (plan.out_size[d] - 1) * spec.stride[d] + 1
+            step[axis] = spec.stride[d]
+        yield F.slice(xp, begin=tuple(begin), end=tuple(end), step=tuple(step))
+
+
+def _tap_index_maps(plan: PoolPlan) -> np.ndarray:
+    """Per tap, the per-plane flat input index every window reads there (-1 in padding)."""
+    spec = plan.spec
+    coords = []
+    for d in range(spec.ndim):
+        o = np.arange(plan.out_size[d]) * spec.stride[d] - plan.pads[d][0]
+        coords.append([o + t * spec.dilation[d] for t in range(spec.window[d])])
+    maps = []
+    for per_dim in itertools.product(*coords):
+        grids = np.meshgrid(*per_dim, indexing="ij")
+        inside = np.all([(g >= 0) & (g < n) for g, n in zip(grids, plan.in_size)], axis=0)
+        flat = np.ravel_multi_index(tuple(np.clip(g, 0, n - 1) for g, n in
+                                          zip(grids, plan.in_size)), plan.in_size)
+        maps.append(np.where(inside, flat, -1).reshape(_bcast_shape(spec, plan.out_size)))
+    return np.stack(maps).astype(np.float64)
+
+
+def _better(F: Any, cand: Any, best: Any, floating: bool) -> Any:
+    """1 where ``cand`` replaces ``best``: strictly greater (ties keep the first), first NaN."""
+    win = cand > best
+    return win + (cand != cand) * (best == best) if floating else win
+
+
+def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype, with_indices: bool):
+    """Max over the taps of the -inf padded input; optionally per-plane flat indices."""
+    floating = not _is_int(dtype)
+    xp = _pad(F, x, plan.spec, plan.total_pads, _lowest(dtype))
+    if with_indices:
+        if _is_symbol(F):
+            raise NotImplementedError("return_indices needs concrete mx.nd arrays")
+        maps = [nd.array(m, ctx=x.context, dtype="float64") for m in _tap_index_maps(plan)]
+    best = idx = None
+    for t, cand in enumerate(_tap_slices(F, xp, plan)):
+        if best is None:
+            best = cand
+            idx = F.broadcast_like(maps[0], cand) if with_indices else None
+            continue
+        win = _better(F, cand, best, floating)
+        if with_indices:
+            tap = F.broadcast_like(maps[t], best)
+            # the first real cell wins even when it equals the padding value
+            win = F.cast(win, "float64") + (idx < 0) * (tap >= 0)
+            idx = F.where(win, tap, idx)
+        best = F.where(win, cand, best)
+    return (best, F.cast(idx, "int64")) if with_indices else best
+
+
+def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
+    explicit = not plan.symmetric_pads
+    if explicit:
+        x = _pad(F, x, plan.spec, plan.total_pads, -math.inf)
+    y = _native(F, x, plan, "max", explicit)
+    # MXNet max skips NaN and starts from the lowest finite value, so an all -inf window
+    # gives that value. code: 2 = some NaN in the window, 1 = the lowest finite value occurs.
+    lowest = float(np.finfo(dtype).min)
+    code = _native(F, (x != x) * 2 + (x == lowest), plan, "max", explicit)
+    neg_inf = (y == lowest) * (code <= 0)
+    y = F.where(neg_inf, F.ones_like(y) * -math.inf, y)
+    return F.where(code == 2, F.ones_like(y) * math.nan, y)
+
+
+def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
+    """Window sums of an input already padded by ``plan.total_pads``."""
+    if all(d == 1 for d in plan.spec.dilation):
+        return _native(F, xp, plan, "sum", explicit=True)
+    return F.add_n(*_tap_slices(F, xp, plan))
+
+
+def _divisor(F: Any, x: Any, plan: PoolPlan, acc: str) -> Any:
+    """The plan's non-uniform divisor map, broadcastable against the output."""
+    spec = plan.spec
+    if not _is_symbol(F):
+        return nd.array(plan.divisor_map.reshape(_bcast_shape(spec, plan.out_size)),
+                        ctx=x.context, dtype=acc)
+    # A symbol cannot hold a constant array: count the counted cells of one plane instead.
+    one = x
+    for axis in (0, 1 if spec.channels_first else spec.ndim + 1):
+        one = F.slice_axis(one, axis=axis, begin=0, end=1)
+    one = F.ones_like(one)
+    if spec.count_include_pad:
+        one = _pad(F, one, spec, plan.pads, 1)
+        one = _pad(F, one, spec, tuple((0, e) for e in plan.ceil_extra), 0)
+    else:
+        one = _pad(F, one, spec, plan.total_pads, 0)
+    return _sum_pool(F, one, plan)
+
+
+def _sums(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
+    """avg and lp (float input, computed in float32 or float64)."""
+    spec = plan.spec
+    acc = _acc_dtype(dtype)
+    if np.dtype(acc) != dtype:
+        x = F.cast(x, acc)
+    native = plan.symmetric_pads and all(d == 1 for d in spec.dilation)
+    if spec.mode == "avg":
+        if native:
+            y = _native(F, x, plan, "avg", False, count_include_pad=spec.count_include_pad)
+        else:
+            s = _sum_pool(F, _pad(F, x, spec, plan.total_pads, 0), plan)
+            div = plan.uniform_divisor
+            y = (s / div if div else s * math.nan) if div is not None else F.broadcast_div(
+                s, _divisor(F, x, plan, acc))
+    elif native and spec.p in _NATIVE_LP:
+        y = _native(F, F.abs(x), plan, "lp", False, p_value=int(spec.p))
+    else:
+        a = F.abs(x) if spec.p == 1 else F.square(x) if spec.p == 2 else F.power(F.abs(x), spec.p)
+        s = _sum_pool(F, _pad(F, a, spec, plan.total_pads, 0), plan)
+        if spec.p == 1:
+            y = s
+        else:  # no root of a zero sum: its gradient is 0 there, not NaN
+            zero = s == 0
+            y = F.where(zero, F.zeros_like(s),
+                        F.power(F.where(zero, F.ones_like(s), s), 1.0 / spec.p))
+    return y if np.dtype(acc) == dtype else F.cast(y, dtype.name)
+
+
+def pool_graph(F: Any, x: Any, plan: PoolPlan, dtype: Any) -> Any:
+    """The pooling of ``plan`` on ``x`` (an ``F`` array or symbol of ``dtype``)."""
+    dtype = np.dtype(dtype)
+    spec = plan.spec
+    if spec.mode != "max":
+        return _sums(F, x, plan, dtype)
+    if _is_int(dtype) or spec.return_indices or any(d > 1 for d in spec.dilation):
+        return _tap_max(F, x, plan, dtype, spec.return_indices)
+    return _native_max(F, x, plan, dtype)
+
+
+def global_plan(spec: GlobalSpec, shape: tuple[int, ...]) -> PoolPlan:
+    """Global pooling as the plan of a pool whose window is the whole plane."""
+    size = tuple(int(shape[a]) for a in spec.spatial_axes)
+    full = make_spec(spec.mode, size, p=spec.p if spec.mode == "lp" else None,
+                     data_format=spec.data_format, ndim=spec.ndim)
+    return full.plan(tuple(shape))
+
+
+def global_graph(F: Any, x: Any, spec: GlobalSpec, plan: PoolPlan, dtype: Any) -> Any:
+    y = pool_graph(F, x, plan, dtype)
+    return y if spec.keepdims else F.squeeze(y, axis=spec.spatial_axes)
+
+
+class MXNetBackend(Backend):
+    name = "mxnet"
+    framework = "mxnet"
+    supports_autograd = True
+    known_deviations = {"dtype:bfloat16": _BF16_REASON}
+
+    def version(self) -> str:
+        return mx.__version__
+
+    def capabilities(self) -> dict[str, str]:
+        native = ("max", "avg", "lp", "symmetric_padding", "count_include_pad",
+                  "channels_first", "channels_last", "float16", "global", "autograd", "compile")
+        emulated = ("asymmetric_padding", "same", "ceil_mode", "dilation", "indices",
+                    "integers", "nan", "adaptive", "unpool")
+        return {**dict.fromkeys(native, NATIVE), **dict.fromkeys(emulated, EMULATED)}
+
+    def from_numpy(self, a: np.ndarray) -> Any:
+        a = np.asarray(a)
+        if a.dtype.name == "bfloat16":
+            raise TypeError(_BF16_REASON)
+        return nd.array(a, dtype=a.dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.asnumpy()
+
+    def dtype_name(self, x: Any) -> str:
+        return np.dtype(x.dtype).name
+
+    @staticmethod
+    def _run(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
+        """Run ``fn`` on the ``mx.nd`` view of x; ``mx.np`` input gets ``mx.np`` output."""
+        if not isinstance(x, mx.np.ndarray):
+            return fn(x, *args)
+        out = fn(x.as_nd_ndarray(), *args)
+        if isinstance(out, tuple):
+            return tuple(o.as_np_ndarray() for o in out)
+        return out.as_np_ndarray()
+
+    def pool(self, x: Any, plan: PoolPlan) -> Any:
+        return self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x)
+
+    def global_pool(self, x: Any, spec: GlobalSpec) -> Any:
+        plan = global_plan(spec, tuple(x.shape))
+        return self._run(lambda t: global_graph(nd, t, spec, plan, t.dtype), x)
+
+    def adaptive_pool(self, x: Any, plan: AdaptivePlan) -> Any:
+        if plan.uniform:
+            return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
+        return self._run(lambda t: _adaptive(t, plan), x)
+
+    def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec,
+                   out_size: tuple[int, ...]) -> Any:
+        if isinstance(indices, mx.np.ndarray):
+            indices = indices.as_nd_ndarray()
+        return self._run(lambda t: _unpool(t, indices, spec, out_size), y)
+
+    def vjp(self, fn: Callable[[Any], Any], x: Any, g: Any) -> Any:
+        x = x.copy()
+        x.attach_grad()
+        with mx.autograd.record():
+            y = fn(x)
+        y.backward(g)
+        return x.grad
+
+
+def _adaptive(x: Any, plan: AdaptivePlan) -> Any:
+    """Non-uniform bins: a gather-and-reduce per spatial dim (last dim first for max)."""
+    spec = plan.spec
+    dtype = np.dtype(x.dtype)
+    ctx = x.context
+
+    def take(a, index, axis, width):
+        taken = nd.take(a, nd.array(index.ravel(), ctx=ctx, dtype="int64"), axis=axis)
+        shape = list(taken.shape)
+        shape[axis:axis + 1] = [index.shape[0], width] if width else [index.shape[0]]
+        return taken.reshape(shape)
+
+    def along(values: np.ndarray, axis: int, rank: int, dtype_) -> Any:
+        shape = [1] * rank
+        shape[axis:axis + values.ndim] = values.shape
+        return nd.array(values.reshape(shape), ctx=ctx, dtype=dtype_)
+
+    if spec.mode == "avg":
+        acc = _acc_dtype(dtype)
+        out = x.astype(acc) if np.dtype(acc) != dtype else x
+        if spec.ndim == 2 and spec.data_format == "channels_first":
+            out = nd.contrib.AdaptiveAvgPooling2D(out, output_size=plan.out_size)
+        else:
+            for d, axis in enumerate(spec.spatial_axes):
+                index, valid = plan.gather(d)
+                weights = valid / valid.sum(axis=1, keepdims=True)
+                taken = take(out, index, axis, index.shape[1])
+                out = nd.sum(nd.broadcast_mul(taken, along(weights, axis, taken.ndim, acc)),
+                             axis=axis + 1)
+        return out.astype(dtype.name) if np.dtype(acc) != dtype else out
+    floating = not _is_int(dtype)
+    flat = nd.array(np.arange(math.prod(plan.in_size), dtype=np.float64).reshape(
+        _bcast_shape(spec, plan.in_size)), ctx=ctx, dtype="float64")
+    out = x
+    for d in reversed(range(spec.ndim)):
+        axis = spec.spatial_axes[d]
+        index, valid = plan.gather(d)
+        best = best_i = None
+        for j in range(index.shape[1]):
+            cand = take(out, index[:, j], axis, 0)
+            cand_i = nd.broadcast_like(take(flat, index[:, j], axis, 0), cand)
+            if best is None:
+                best, best_i = cand, cand_i
+                continue
+            win = _better(nd, cand, best, floating) * along(valid[:, j], axis, x.ndim,
+                                                            dtype.name)
+            best, best_i = nd.where(win, cand, best), nd.where(win, cand_i, best_i)
+        out, flat = best, best_i
+    return (out, flat.astype("int64")) if spec.return_indices else out
+
+
+def _unpool(y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
+    cf = spec.data_format == "channels_first"
+    rank = spec.ndim + 2
+    to_cf = (0, rank - 1, *range(1, rank - 1))
+    yc = y if cf else nd.transpose(y, axes=to_cf)
+    ic = (indices if cf else nd.transpose(indices, axes=to_cf)).astype("int64")
+    n, c = yc.shape[:2]
+    size = math.prod(out_size)
+    ic = ic.reshape((n * c, -1))
+    if ic.size and int(ic.max().asscalar()) >= size:
+        raise ValueError(f"an index ({int(ic.max().asscalar())}) is outside the output plane "
+                         f"{out_size!r}")
+    # negative indices go to a spare cell past each plane, cut off below
+    ic = nd.where(ic < 0, nd.full(ic.shape, size, ctx=ic.context, dtype="int64"), ic)
+    rows = nd.arange(n * c, ctx=ic.context, dtype="int64").reshape((-1, 1)) * (size + 1)
+    flat = nd.broadcast_add(ic, rows).reshape((1, -1))
+    out = nd.scatter_nd(yc.reshape((-1,)), flat, shape=(n * c * (size + 1),))
+    out = out.reshape((n * c, size + 1))[:, :size].reshape((n, c, *out_size))
+    return out if cf else nd.transpose(out, axes=(0, *range(2, rank), 1))
+
+
+BACKEND = MXNetBackend()
