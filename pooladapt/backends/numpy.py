@@ -16,6 +16,8 @@ output plus a block, and the passes run from cache instead of main memory.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -25,6 +27,9 @@ from pooladapt.backends.base import FEATURES, NATIVE, Backend
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
 _BLOCK_BYTES = 1 << 20  # a block's largest intermediate; about one core's L2 cache
+_SHORT_RUN = 1024  # a pass whose trailing run is shorter uses stride phases (_phase_reduce)
+_PHASE_MIN = 1 << 14  # ... if its source is at least this large (else a few slices are cheaper)
+_PARALLEL_BYTES = 1 << 22  # outputs at least this large are pooled on all cores
 
 
 def _acc_dtype(dtype: np.dtype) -> np.dtype:
@@ -77,15 +82,61 @@ def _plan_taps(plan: PoolPlan) -> tuple[tuple[_Tap, ...], ...]:
     return tuple(_dim_taps(plan, d, 0, plan.out_size[d]) for d in range(plan.spec.ndim))
 
 
-def _block_shape(plan: PoolPlan, shape: tuple[int, ...], itemsize: int) -> tuple[int, int]:
-    """(batch items, outer-dim output rows) per block: the block's first intermediate (outer
-    dim reduced, the others not) takes about ``_BLOCK_BYTES``."""
-    axis = plan.spec.spatial_axes[0]
-    row = itemsize * math.prod(shape[1:]) // max(shape[axis], 1)
-    item = row * plan.out_size[0]
-    if item >= _BLOCK_BYTES:
-        return 1, max(1, _BLOCK_BYTES // max(row, 1))
-    return max(1, _BLOCK_BYTES // max(item, 1)), plan.out_size[0]
+def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int):
+    """Yield ``(outer index, o0, o1)`` per block: batch items (and channels when they come
+    first) and outer-dim output rows ``[o0, o1)``, so that a block's first intermediate (outer
+    dim reduced, the others not) takes about ``_BLOCK_BYTES`` and stays contiguous."""
+    axis, out0 = plan.spec.spatial_axes[0], plan.out_size[0]
+    row = itemsize * math.prod(shape[axis + 1:])  # one output row of one item (or channel)
+    plane = row * out0
+    item = plane * math.prod(shape[1:axis])
+    if item <= _BLOCK_BYTES:
+        step = max(1, _BLOCK_BYTES // max(item, 1))
+        for b in range(0, shape[0], step):
+            yield (slice(b, b + step),), 0, out0
+    elif axis == 2 and plane <= _BLOCK_BYTES:
+        step = _BLOCK_BYTES // max(plane, 1)
+        for b in range(shape[0]):
+            for c in range(0, shape[1], step):
+                yield (slice(b, b + 1), slice(c, c + step)), 0, out0
+    else:
+        rows = max(1, _BLOCK_BYTES // max(row, 1))
+        for outer in np.ndindex(shape[:axis]):
+            for o0 in range(0, out0, rows):
+                yield tuple(slice(i, i + 1) for i in outer), o0, min(o0 + rows, out0)
+
+
+def _threads() -> int:
+    env = os.environ.get("POOLADAPT_NUMPY_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_threads(), thread_name_prefix="pooladapt-numpy")
+
+
+def _run_blocks(fn, blocks, nbytes: int) -> None:
+    """Run ``fn(*block, scratch)`` for every block; large jobs on a thread pool (NumPy
+    releases the GIL inside its loops), one group of blocks and one scratch per thread."""
+    blocks = list(blocks)
+    threads = min(_threads(), len(blocks)) if nbytes >= _PARALLEL_BYTES else 1
+
+    def run(group) -> None:
+        scratch = _Scratch()
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            for b in group:
+                fn(*b, scratch)
+
+    if threads < 2:
+        run(blocks)
+    else:
+        list(_executor().map(run, [blocks[i::threads] for i in range(threads)]))
 
 
 def _at(axis: int, sl: slice) -> tuple[slice, ...]:
@@ -125,6 +176,70 @@ def _reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, op, identity,
         view = dst[_at(axis, t.dst)]
         tap = src[_at(axis, t.src)]
         op(view, tap if transform is None else transform(tap), out=view, dtype=dtype)
+
+
+def _phase_reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, stride: int, op, identity,
+                  scratch: _Scratch, transform=None, stage: bool = False) -> None:
+    """:func:`_reduce` for short trailing runs, where a strided slice costs a loop per run.
+
+    The source is split by stride phase into contiguous buffers (``phase_p[j]`` holds source
+    cell ``stride * j + p``); every tap is then one flat contiguous op at a fixed offset. The
+    few outputs a tap does not reach, which a flat op fills from a neighbouring row, are
+    saved before and restored after. ``stage`` first copies the source contiguously (a
+    strided read straight from main memory is several times slower than a streamed one).
+    """
+    if not taps:
+        dst.fill(identity)
+        return
+    lead, trail = src.shape[:axis], src.shape[axis + 1:]
+    m, run = dst.shape[axis], math.prod(trail)
+    # tap -> (shift, phase): it reads source cell stride * (o + shift) + phase for output o
+    shifts = [divmod(t.src.start - stride * t.dst.start, stride) for t in taps]
+    length = max([m] + [t.dst.stop + k for t, (k, _) in zip(taps, shifts)])
+    if stage:
+        lo = min(t.src.start for t in taps)
+        hi = max(t.src.stop for t in taps)
+        staged = scratch.get("stage", (*lead, hi - lo, *trail), src.dtype)
+        np.copyto(staged, src[_at(axis, slice(lo, hi))])
+        src, base = staged, lo
+    else:
+        base = 0
+    phases = {}
+    for p in sorted({p for _, p in shifts}):
+        buf = scratch.get(("phase", p), (*lead, length, *trail), dst.dtype)
+        first = max(0, -((p - base) // stride))  # first j whose cell is in the (staged) source
+        last = min(length, (base + src.shape[axis] - p + stride - 1) // stride)
+        if first < last:
+            start = stride * first + p - base
+            part = buf[_at(axis, slice(first, last))]
+            cells = src[_at(axis, slice(start, start + stride * (last - first - 1) + 1, stride))]
+            if transform is None:
+                np.copyto(part, cells, casting="unsafe")
+            else:
+                transform(cells, part)
+        phases[p] = buf.reshape(-1)
+    direct = length == m and dst.flags.c_contiguous
+    work = dst if direct else scratch.get("work", (*lead, length, *trail), dst.dtype)
+    flat, size = work.reshape(-1), work.size
+    todo = [(t, p, k * run) for t, (k, p) in zip(taps, shifts)]
+    full = [item for item in todo if item[0].full]  # full taps have shift >= 0
+    if len(full) >= 2:
+        (_, pa, da), (_, pb, db) = full[:2]
+        end = size - max(da, db)
+        op(phases[pa][da:da + end], phases[pb][db:db + end], out=flat[:end])
+        todo = [item for item in todo if item is not full[0] and item is not full[1]]
+    else:
+        work.fill(identity)
+    for t, p, delta in todo:
+        kept = [(sl, work[_at(axis, sl)].copy()) for sl in (slice(0, t.dst.start),
+                                                              slice(t.dst.stop, m)) if
+                sl.start < sl.stop]
+        lo, hi = max(0, -delta), min(size, size - delta)
+        op(flat[lo:hi], phases[p][lo + delta:hi + delta], out=flat[lo:hi])
+        for sl, values in kept:
+            work[_at(axis, sl)] = values
+    if not direct:
+        np.copyto(dst, work[_at(axis, slice(0, m))])
 
 
 def _argmax_pass(src, src_idx, dst, dst_idx, axis: int, taps, plane_stride: int,
@@ -183,19 +298,8 @@ class NumpyBackend(Backend):
                 self._max_indices(x, plan, out, idx)
             return out, idx
         if out.size:
-            if spec.mode == "max":
-                self._separable(x, plan, out)
-            else:
-                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                    self._separable(x, plan, out)
+            self._separable(x, plan, out)
         return out
-
-    def _blocks(self, plan: PoolPlan, x: np.ndarray, itemsize: int):
-        """Yield (batch slice, outer-dim output range) per block."""
-        batch, rows = _block_shape(plan, x.shape, itemsize)
-        for b0 in range(0, x.shape[0], batch):
-            for o0 in range(0, plan.out_size[0], rows):
-                yield slice(b0, b0 + batch), o0, min(o0 + rows, plan.out_size[0])
 
     def _separable(self, x: np.ndarray, plan: PoolPlan, out: np.ndarray) -> None:
         """Max, avg or lp (no indices): one pass per spatial dim, outermost first."""
@@ -206,9 +310,9 @@ class NumpyBackend(Backend):
         op, identity = (np.maximum, _lowest(acc)) if is_max else (np.add, 0)
         transform = None if spec.mode != "lp" else self._lp_transform(spec.p, acc)
         all_taps = _plan_taps(plan)
-        scratch = _Scratch()
-        for batch, o0, o1 in self._blocks(plan, x, acc.itemsize):
-            src, block_out = x[batch], out[batch][_at(axes[0], slice(o0, o1))]
+
+        def block(outer: tuple[slice, ...], o0: int, o1: int, scratch: _Scratch) -> None:
+            src, block_out = x[outer], out[outer][_at(axes[0], slice(o0, o1))]
             for d in range(ndim):
                 taps = all_taps[d] if o1 - o0 == plan.out_size[0] or d else _dim_taps(
                     plan, 0, o0, o1)
@@ -218,20 +322,32 @@ class NumpyBackend(Backend):
                     dst = block_out
                 else:
                     dst = scratch.get(d % 2, tuple(shape), acc)
-                _reduce(src, dst, axes[d], taps, op, identity, transform if d == 0 else None)
+                tf = transform if d == 0 else None
+                if math.prod(src.shape[axes[d] + 1:]) < _SHORT_RUN and src.size >= _PHASE_MIN:
+                    _phase_reduce(src, dst, axes[d], taps, spec.stride[d], op, identity,
+                                  scratch, tf, stage=d == 0)
+                else:
+                    _reduce(src, dst, axes[d], taps, op, identity, tf)
                 src = dst
             if not is_max:
                 self._finish(src, plan, o0, o1)
                 if src is not block_out:
                     np.copyto(block_out, src, casting="unsafe")
 
+        _run_blocks(block, _blocks(plan, x.shape, acc.itemsize), out.nbytes)
+
     @staticmethod
     def _lp_transform(p: float, acc: np.dtype):
         if p == 1.0:
-            return lambda v: np.abs(v, dtype=acc)
+            return lambda v, out=None: np.abs(v, out=out, dtype=acc)
         if p == 2.0:
-            return lambda v: np.square(v, dtype=acc)
-        return lambda v: np.power(np.abs(v, dtype=acc), acc.type(p))
+            return lambda v, out=None: np.square(v, out=out, dtype=acc)
+
+        def power(v, out=None):
+            a = np.abs(v, out=out, dtype=acc)
+            return np.power(a, acc.type(p), out=a)
+
+        return power
 
     def _finish(self, a: np.ndarray, plan: PoolPlan, o0: int, o1: int) -> None:
         """Divide sums by the plan's divisors (avg) or take the p-th root (lp), in place."""
@@ -258,14 +374,14 @@ class NumpyBackend(Backend):
         axes, ndim = spec.spatial_axes, spec.ndim
         plane_strides = [math.prod(plan.in_size[d + 1:]) for d in range(ndim)]
         all_taps = _plan_taps(plan)
-        scratch = _Scratch()
         s0, lo0, ext0 = spec.stride[0], plan.pads[0][0], spec.extent[0]
-        for batch, o0, o1 in self._blocks(plan, x, x.dtype.itemsize + 8):
+
+        def block(outer: tuple[slice, ...], o0: int, o1: int, scratch: _Scratch) -> None:
             r0 = max(0, o0 * s0 - lo0)
             r1 = min(plan.in_size[0], (o1 - 1) * s0 - lo0 + ext0)
-            src, src_idx = x[batch][_at(axes[0], slice(r0, r1))], None
-            block_out = out[batch][_at(axes[0], slice(o0, o1))]
-            block_idx = idx[batch][_at(axes[0], slice(o0, o1))]
+            src, src_idx = x[outer][_at(axes[0], slice(r0, r1))], None
+            block_out = out[outer][_at(axes[0], slice(o0, o1))]
+            block_idx = idx[outer][_at(axes[0], slice(o0, o1))]
             for d in reversed(range(ndim)):
                 taps = all_taps[d] if d or (o0, o1) == (0, plan.out_size[0]) else _dim_taps(
                     plan, 0, o0, o1, base=r0)
@@ -279,6 +395,8 @@ class NumpyBackend(Backend):
                 _argmax_pass(src, src_idx, dst, dst_idx, axes[d], taps, plane_strides[d],
                              x.ndim - axes[d] - 1)
                 src, src_idx = dst, dst_idx
+
+        _run_blocks(block, _blocks(plan, x.shape, x.dtype.itemsize + 8), idx.nbytes)
         if plan.all_padding_windows:
             # a window that holds no input cell has no index (its value is already -inf)
             empty = np.zeros(plan.out_size, dtype=bool)
