@@ -36,6 +36,7 @@ def _acc_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
 
 
+@lru_cache(maxsize=64)
 def _lowest(dtype: np.dtype):
     if np.issubdtype(dtype, np.integer):
         return np.iinfo(dtype).min
@@ -50,19 +51,33 @@ def _tap_range(o_count: int, stride: int, offset: int, in_size: int) -> tuple[in
 
 
 class _Tap(NamedTuple):
-    """One window tap along one dim, for outputs ``[first, last)`` of a block."""
+    """One window tap along one spatial dim, for the outputs ``[o0, o1)`` of a block."""
 
     src: slice  # the cells it reads, in the pass's source
-    dst: slice  # the outputs it reaches, relative to the block's first output
+    dst: slice  # the outputs it reaches, relative to o0
     full: bool  # reaches every output of the block
-    coords: np.ndarray  # the input coordinate it reads for each reached output
+    src_ix: tuple[slice, ...]  # src and dst as index tuples on the dim's axis
+    dst_ix: tuple[slice, ...]
+    flat: np.ndarray  # per reached output: its input coordinate times the plane stride,
+    # shaped to broadcast along the axis (the index contribution of this dim)
 
 
-def _dim_taps(plan: PoolPlan, d: int, o0: int, o1: int, base: int = 0) -> tuple[_Tap, ...]:
-    """Taps of spatial dim ``d`` in window order for outputs ``[o0, o1)``; the pass's source
-    starts at input coordinate ``base`` along ``d``."""
+class _Dim(NamedTuple):
+    """The taps of one spatial dim in window order, and how a reduction starts."""
+
+    axis: int
+    stride: int
+    taps: tuple[_Tap, ...]
+    init: tuple[_Tap, ...]  # up to two full taps: the first op writes every output
+    rest: tuple[_Tap, ...]  # the others, combined in place
+
+
+def _dim(plan: PoolPlan, d: int, o0: int, o1: int, base: int = 0) -> _Dim:
+    """Dim ``d``'s taps for outputs ``[o0, o1)``; the source starts at input cell ``base``."""
     spec = plan.spec
-    s, lo = spec.stride[d], plan.pads[d][0]
+    s, lo, axis = spec.stride[d], plan.pads[d][0], spec.spatial_axes[d]
+    plane_stride = math.prod(plan.in_size[d + 1:])
+    trailing = (1,) * (spec.ndim + 1 - axis)
     taps = []
     for t in range(spec.window[d]):
         offset = t * spec.dilation[d] - lo
@@ -70,16 +85,19 @@ def _dim_taps(plan: PoolPlan, d: int, o0: int, o1: int, base: int = 0) -> tuple[
         first, last = max(first, o0), min(last, o1)
         if first < last:
             start = first * s + offset
-            taps.append(_Tap(slice(start - base, start - base + (last - first - 1) * s + 1, s),
-                             slice(first - o0, last - o0), first == o0 and last == o1,
-                             np.arange(start, start + (last - first) * s, s, dtype=np.int64)))
-    return tuple(taps)
+            src = slice(start - base, start - base + (last - first - 1) * s + 1, s)
+            dst = slice(first - o0, last - o0)
+            flat = np.arange(start, start + (last - first) * s, s, dtype=np.int64) * plane_stride
+            taps.append(_Tap(src, dst, first == o0 and last == o1, _at(axis, src),
+                             _at(axis, dst), flat.reshape((-1, *trailing))))
+    init = tuple(t for t in taps if t.full)[:2]
+    return _Dim(axis, s, tuple(taps), init, tuple(t for t in taps if t not in init))
 
 
 @lru_cache(maxsize=256)
-def _plan_taps(plan: PoolPlan) -> tuple[tuple[_Tap, ...], ...]:
+def _plan_dims(plan: PoolPlan) -> tuple[_Dim, ...]:
     """Every dim's taps over its whole output range (the plan is hashable and resolved once)."""
-    return tuple(_dim_taps(plan, d, 0, plan.out_size[d]) for d in range(plan.spec.ndim))
+    return tuple(_dim(plan, d, 0, plan.out_size[d]) for d in range(plan.spec.ndim))
 
 
 def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int):
@@ -106,6 +124,7 @@ def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int):
                 yield tuple(slice(i, i + 1) for i in outer), o0, min(o0 + rows, out0)
 
 
+@lru_cache(maxsize=1)
 def _threads() -> int:
     env = os.environ.get("POOLADAPT_NUMPY_THREADS")
     if env:
@@ -122,10 +141,8 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def _run_blocks(fn, blocks, nbytes: int) -> None:
-    """Run ``fn(*block, scratch)`` for every block; large jobs on a thread pool (NumPy
+    """Run ``fn(*block, scratch)`` for every block; a large job on a thread pool (NumPy
     releases the GIL inside its loops), one group of blocks and one scratch per thread."""
-    blocks = list(blocks)
-    threads = min(_threads(), len(blocks)) if nbytes >= _PARALLEL_BYTES else 1
 
     def run(group) -> None:
         scratch = _Scratch()
@@ -133,10 +150,11 @@ def _run_blocks(fn, blocks, nbytes: int) -> None:
             for b in group:
                 fn(*b, scratch)
 
-    if threads < 2:
-        run(blocks)
-    else:
-        list(_executor().map(run, [blocks[i::threads] for i in range(threads)]))
+    if nbytes < _PARALLEL_BYTES or _threads() < 2:
+        return run(blocks)
+    blocks = list(blocks)
+    threads = min(_threads(), len(blocks))
+    list(_executor().map(run, [blocks[i::threads] for i in range(threads)]))
 
 
 def _at(axis: int, sl: slice) -> tuple[slice, ...]:
@@ -147,9 +165,9 @@ class _Scratch:
     """Reusable buffers for the intermediates of a block, by slot (passes ping-pong)."""
 
     def __init__(self) -> None:
-        self.buffers: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self.buffers: dict[tuple[Any, np.dtype], np.ndarray] = {}
 
-    def get(self, slot: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def get(self, slot: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         size = math.prod(shape)
         buf = self.buffers.get((slot, dtype))
         if buf is None or buf.size < size:
@@ -157,29 +175,27 @@ class _Scratch:
         return buf[:size].reshape(shape)
 
 
-def _reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, op, identity,
-            transform=None) -> None:
-    """``dst = op-reduction over taps of src`` along ``axis`` (dst's dtype accumulates)."""
-    dtype = dst.dtype
-    rest = list(taps)
-    full = [t for t in taps if t.full] if transform is None else []
-    if len(full) >= 2:
-        op(src[_at(axis, full[0].src)], src[_at(axis, full[1].src)], out=dst, dtype=dtype)
-        rest.remove(full[0])
-        rest.remove(full[1])
-    elif full:
-        np.copyto(dst, src[_at(axis, full[0].src)], casting="unsafe")
-        rest.remove(full[0])
+def _reduce(src: np.ndarray, dst: np.ndarray, dim: _Dim, op, identity, transform=None) -> None:
+    """``dst`` = the ``op`` reduction of ``src`` over the taps of ``dim`` (in dst's dtype)."""
+    dtype = None if src.dtype == dst.dtype else dst.dtype
+    rest = dim.rest
+    if transform is not None:
+        dst.fill(identity)
+        rest = dim.taps
+    elif len(dim.init) == 2:
+        op(src[dim.init[0].src_ix], src[dim.init[1].src_ix], out=dst, dtype=dtype)
+    elif dim.init:
+        np.copyto(dst, src[dim.init[0].src_ix], casting="unsafe")
     else:
         dst.fill(identity)
     for t in rest:
-        view = dst[_at(axis, t.dst)]
-        tap = src[_at(axis, t.src)]
+        view = dst[t.dst_ix]
+        tap = src[t.src_ix]
         op(view, tap if transform is None else transform(tap), out=view, dtype=dtype)
 
 
-def _phase_reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, stride: int, op, identity,
-                  scratch: _Scratch, transform=None, stage: bool = False) -> None:
+def _phase_reduce(src: np.ndarray, dst: np.ndarray, dim: _Dim, op, identity, scratch: _Scratch,
+                  transform=None, stage: bool = False) -> None:
     """:func:`_reduce` for short trailing runs, where a strided slice costs a loop per run.
 
     The source is split by stride phase into contiguous buffers (``phase_p[j]`` holds source
@@ -188,26 +204,25 @@ def _phase_reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, stride: int
     saved before and restored after. ``stage`` first copies the source contiguously (a
     strided read straight from main memory is several times slower than a streamed one).
     """
-    if not taps:
+    if not dim.taps:
         dst.fill(identity)
         return
+    axis, stride, taps = dim.axis, dim.stride, dim.taps
     lead, trail = src.shape[:axis], src.shape[axis + 1:]
     m, run = dst.shape[axis], math.prod(trail)
     # tap -> (shift, phase): it reads source cell stride * (o + shift) + phase for output o
     shifts = [divmod(t.src.start - stride * t.dst.start, stride) for t in taps]
     length = max([m] + [t.dst.stop + k for t, (k, _) in zip(taps, shifts)])
+    base = 0
     if stage:
-        lo = min(t.src.start for t in taps)
-        hi = max(t.src.stop for t in taps)
-        staged = scratch.get("stage", (*lead, hi - lo, *trail), src.dtype)
-        np.copyto(staged, src[_at(axis, slice(lo, hi))])
-        src, base = staged, lo
-    else:
-        base = 0
+        base, stop = min(t.src.start for t in taps), max(t.src.stop for t in taps)
+        staged = scratch.get("stage", (*lead, stop - base, *trail), src.dtype)
+        np.copyto(staged, src[_at(axis, slice(base, stop))])
+        src = staged
     phases = {}
     for p in sorted({p for _, p in shifts}):
         buf = scratch.get(("phase", p), (*lead, length, *trail), dst.dtype)
-        first = max(0, -((p - base) // stride))  # first j whose cell is in the (staged) source
+        first = max(0, -((p - base) // stride))  # the j whose cells the source holds
         last = min(length, (base + src.shape[axis] - p + stride - 1) // stride)
         if first < last:
             start = stride * first + p - base
@@ -222,7 +237,7 @@ def _phase_reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, stride: int
     work = dst if direct else scratch.get("work", (*lead, length, *trail), dst.dtype)
     flat, size = work.reshape(-1), work.size
     todo = [(t, p, k * run) for t, (k, p) in zip(taps, shifts)]
-    full = [item for item in todo if item[0].full]  # full taps have shift >= 0
+    full = [item for item in todo if item[0].full]  # a full tap has a shift >= 0
     if len(full) >= 2:
         (_, pa, da), (_, pb, db) = full[:2]
         end = size - max(da, db)
@@ -231,32 +246,28 @@ def _phase_reduce(src: np.ndarray, dst: np.ndarray, axis: int, taps, stride: int
     else:
         work.fill(identity)
     for t, p, delta in todo:
-        kept = [(sl, work[_at(axis, sl)].copy()) for sl in (slice(0, t.dst.start),
-                                                              slice(t.dst.stop, m)) if
-                sl.start < sl.stop]
+        kept = [(ix, work[ix].copy()) for ix in (_at(axis, slice(0, t.dst.start)),
+                                                 _at(axis, slice(t.dst.stop, m)))]
         lo, hi = max(0, -delta), min(size, size - delta)
         op(flat[lo:hi], phases[p][lo + delta:hi + delta], out=flat[lo:hi])
-        for sl, values in kept:
-            work[_at(axis, sl)] = values
+        for ix, values in kept:
+            work[ix] = values
     if not direct:
         np.copyto(dst, work[_at(axis, slice(0, m))])
 
 
-def _argmax_pass(src, src_idx, dst, dst_idx, axis: int, taps, plane_stride: int,
-                 trailing: int) -> None:
-    """Max along ``axis`` keeping the first maximum (or first NaN) in tap order, with its
-    per-plane flat index: ``coordinate * plane_stride`` plus the source's partial index."""
+def _argmax_pass(src, src_idx, dst, dst_idx, dim: _Dim) -> None:
+    """Max over the taps of ``dim`` keeping the first maximum (or first NaN) in tap order and
+    its per-plane flat index: the tap's coordinate term plus the source's partial index."""
     floating = not np.issubdtype(dst.dtype, np.integer)
-    fresh = not (taps and taps[0].full)
+    fresh = not dim.init or dim.init[0] is not dim.taps[0]
     if fresh:
         dst.fill(_lowest(dst.dtype))
         dst_idx.fill(-1)
-    for i, t in enumerate(taps):
-        tap = src[_at(axis, t.src)]
-        cand = (t.coords * plane_stride).reshape((-1,) + (1,) * trailing)
-        if src_idx is not None:
-            cand = cand + src_idx[_at(axis, t.src)]
-        view, view_idx = dst[_at(axis, t.dst)], dst_idx[_at(axis, t.dst)]
+    for i, t in enumerate(dim.taps):
+        tap = src[t.src_ix]
+        cand = t.flat if src_idx is None else t.flat + src_idx[t.src_ix]
+        view, view_idx = dst[t.dst_ix], dst_idx[t.dst_ix]
         if i == 0 and not fresh:
             np.copyto(view, tap)
             np.copyto(view_idx, cand)
@@ -287,7 +298,7 @@ class NumpyBackend(Backend):
         return np.asarray(x)
 
     def dtype_name(self, x: Any) -> str:
-        return str(np.asarray(x).dtype)
+        return _dtype_name(np.asarray(x).dtype)
 
     def pool(self, x: np.ndarray, plan: PoolPlan):
         spec = plan.spec
@@ -304,37 +315,43 @@ class NumpyBackend(Backend):
     def _separable(self, x: np.ndarray, plan: PoolPlan, out: np.ndarray) -> None:
         """Max, avg or lp (no indices): one pass per spatial dim, outermost first."""
         spec = plan.spec
-        axes, ndim = spec.spatial_axes, spec.ndim
         is_max = spec.mode == "max"
         acc = out.dtype if is_max else _acc_dtype(x.dtype)
         op, identity = (np.maximum, _lowest(acc)) if is_max else (np.add, 0)
         transform = None if spec.mode != "lp" else self._lp_transform(spec.p, acc)
-        all_taps = _plan_taps(plan)
+        dims = _plan_dims(plan)
+        last = len(dims) - 1
 
         def block(outer: tuple[slice, ...], o0: int, o1: int, scratch: _Scratch) -> None:
-            src, block_out = x[outer], out[outer][_at(axes[0], slice(o0, o1))]
-            for d in range(ndim):
-                taps = all_taps[d] if o1 - o0 == plan.out_size[0] or d else _dim_taps(
-                    plan, 0, o0, o1)
-                shape = list(src.shape)
-                shape[axes[d]] = block_out.shape[axes[d]]
-                if d == ndim - 1 and acc == out.dtype:
+            block_out = out[outer]
+            if o1 - o0 < plan.out_size[0]:
+                block_out = block_out[_at(dims[0].axis, slice(o0, o1))]
+            src = x[outer]
+            for d, dim in enumerate(dims):
+                if d == 0 and o1 - o0 < plan.out_size[0]:
+                    dim = _dim(plan, 0, o0, o1)
+                if d == last and acc == out.dtype:
                     dst = block_out
                 else:
+                    shape = list(src.shape)
+                    shape[dim.axis] = block_out.shape[dim.axis]
                     dst = scratch.get(d % 2, tuple(shape), acc)
-                tf = transform if d == 0 else None
-                if math.prod(src.shape[axes[d] + 1:]) < _SHORT_RUN and src.size >= _PHASE_MIN:
-                    _phase_reduce(src, dst, axes[d], taps, spec.stride[d], op, identity,
-                                  scratch, tf, stage=d == 0)
+                fn = transform if d == 0 else None
+                if src.size >= _PHASE_MIN and math.prod(src.shape[dim.axis + 1:]) < _SHORT_RUN:
+                    _phase_reduce(src, dst, dim, op, identity, scratch, fn, stage=d == 0)
                 else:
-                    _reduce(src, dst, axes[d], taps, op, identity, tf)
+                    _reduce(src, dst, dim, op, identity, fn)
                 src = dst
             if not is_max:
                 self._finish(src, plan, o0, o1)
                 if src is not block_out:
                     np.copyto(block_out, src, casting="unsafe")
 
-        _run_blocks(block, _blocks(plan, x.shape, acc.itemsize), out.nbytes)
+        first = acc.itemsize * x.size // plan.in_size[0] * plan.out_size[0]
+        if is_max and first <= _BLOCK_BYTES:  # one block (max raises no float warnings)
+            block((slice(None),), 0, plan.out_size[0], _Scratch())
+        else:
+            _run_blocks(block, _blocks(plan, x.shape, acc.itemsize), out.nbytes)
 
     @staticmethod
     def _lp_transform(p: float, acc: np.dtype):
@@ -371,29 +388,26 @@ class NumpyBackend(Backend):
                      idx: np.ndarray) -> None:
         """Max with indices: one pass per spatial dim, innermost first."""
         spec = plan.spec
-        axes, ndim = spec.spatial_axes, spec.ndim
-        plane_strides = [math.prod(plan.in_size[d + 1:]) for d in range(ndim)]
-        all_taps = _plan_taps(plan)
-        s0, lo0, ext0 = spec.stride[0], plan.pads[0][0], spec.extent[0]
+        dims = _plan_dims(plan)
+        axis0, s0, lo0, ext0 = dims[0].axis, spec.stride[0], plan.pads[0][0], spec.extent[0]
 
         def block(outer: tuple[slice, ...], o0: int, o1: int, scratch: _Scratch) -> None:
-            r0 = max(0, o0 * s0 - lo0)
+            rows = _at(axis0, slice(o0, o1))
+            r0 = max(0, o0 * s0 - lo0)  # the input rows the block reads
             r1 = min(plan.in_size[0], (o1 - 1) * s0 - lo0 + ext0)
-            src, src_idx = x[outer][_at(axes[0], slice(r0, r1))], None
-            block_out = out[outer][_at(axes[0], slice(o0, o1))]
-            block_idx = idx[outer][_at(axes[0], slice(o0, o1))]
-            for d in reversed(range(ndim)):
-                taps = all_taps[d] if d or (o0, o1) == (0, plan.out_size[0]) else _dim_taps(
-                    plan, 0, o0, o1, base=r0)
+            src, src_idx = x[outer][_at(axis0, slice(r0, r1))], None
+            for d in reversed(range(spec.ndim)):
+                dim = dims[d]
                 if d == 0:
-                    dst, dst_idx = block_out, block_idx
+                    if (o0, o1) != (0, plan.out_size[0]):
+                        dim = _dim(plan, 0, o0, o1, base=r0)
+                    dst, dst_idx = out[outer][rows], idx[outer][rows]
                 else:
                     shape = list(src.shape)
-                    shape[axes[d]] = plan.out_size[d]
+                    shape[dim.axis] = plan.out_size[d]
                     dst = scratch.get(d % 2, tuple(shape), x.dtype)
                     dst_idx = scratch.get(2 + d % 2, tuple(shape), np.dtype(np.int64))
-                _argmax_pass(src, src_idx, dst, dst_idx, axes[d], taps, plane_strides[d],
-                             x.ndim - axes[d] - 1)
+                _argmax_pass(src, src_idx, dst, dst_idx, dim)
                 src, src_idx = dst, dst_idx
 
         _run_blocks(block, _blocks(plan, x.shape, x.dtype.itemsize + 8), idx.nbytes)
@@ -401,7 +415,7 @@ class NumpyBackend(Backend):
             # a window that holds no input cell has no index (its value is already -inf)
             empty = np.zeros(plan.out_size, dtype=bool)
             for d, counts in enumerate(plan.real_counts):
-                shape = [1] * ndim
+                shape = [1] * spec.ndim
                 shape[d] = -1
                 empty |= (np.asarray(counts) == 0).reshape(shape)
             np.copyto(idx, -1, where=self._spatial_view(empty, spec))
@@ -474,6 +488,11 @@ class NumpyBackend(Backend):
         np.put_along_axis(out, flat_i, yc.reshape(n, c, -1), axis=2)
         out = out[:, :, :size].reshape(n, c, *out_size)
         return out if cf else np.moveaxis(out, 1, -1)
+
+
+@lru_cache(maxsize=64)
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)
 
 
 @lru_cache(maxsize=256)
