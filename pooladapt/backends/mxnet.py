@@ -15,6 +15,7 @@ inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
 from collections.abc import Callable
@@ -33,6 +34,17 @@ _LAYOUTS = {(1, True): "NCW", (2, True): "NCHW", (3, True): "NCDHW",
 _NATIVE_LP = (1.0, 2.0, 3.0)
 _BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
                 "cast to float32")
+
+
+class IndexNDArray(nd.NDArray):
+    """An ``mx.nd.NDArray`` of indices that accepts weak references (a plain one does not),
+    so that ``max_unpool`` can default to the plane these indices came from."""
+
+
+def _weakrefable(a: Any) -> IndexNDArray:
+    handle = mx.base.NDArrayHandle()
+    mx.base.check_call(mx.base._LIB.MXShallowCopyNDArray(a.handle, ctypes.byref(handle)))
+    return IndexNDArray(handle=handle, writable=a.writable)
 
 
 def _is_int(dtype: np.dtype) -> bool:
@@ -159,12 +171,10 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
     if explicit:
         x = _pad(F, x, plan.spec, plan.total_pads, -math.inf)
     y = _native(F, x, plan, "max", explicit)
-    # MXNet max skips NaN and starts from the lowest finite value, so an all -inf window
-    # gives that value. code: 2 = some NaN in the window, 1 = the lowest finite value occurs.
-    lowest = float(np.finfo(dtype).min)
-    code = _native(F, (x != x) * 2 + (x == lowest), plan, "max", explicit)
-    neg_inf = (y == lowest) * (code <= 0)
-    y = F.where(neg_inf, F.ones_like(y) * -math.inf, y)
+    # MXNet max skips NaN and starts from the dtype's lowest finite value, so an all -inf
+    # window gives that value. code: 2 = a NaN in the window, 1 = a cell above -inf, 0 = none.
+    code = _native(F, (x != x) * 2 + (x > -math.inf), plan, "max", explicit)
+    y = F.where(code <= 0, F.ones_like(y) * -math.inf, y)
     return F.where(code == 2, F.ones_like(y) * math.nan, y)
 
 
@@ -286,7 +296,14 @@ class MXNetBackend(Backend):
         return out.as_np_ndarray()
 
     def pool(self, x: Any, plan: PoolPlan) -> Any:
-        return self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x)
+        out = self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x)
+        return self._with_index_array(out)
+
+    @staticmethod
+    def _with_index_array(out: Any) -> Any:
+        if isinstance(out, tuple) and not isinstance(out[1], mx.np.ndarray):
+            return out[0], _weakrefable(out[1])
+        return out
 
     def global_pool(self, x: Any, spec: GlobalSpec) -> Any:
         plan = global_plan(spec, tuple(x.shape))
@@ -295,7 +312,7 @@ class MXNetBackend(Backend):
     def adaptive_pool(self, x: Any, plan: AdaptivePlan) -> Any:
         if plan.uniform:
             return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
-        return self._run(lambda t: _adaptive(t, plan), x)
+        return self._with_index_array(self._run(lambda t: _adaptive(t, plan), x))
 
     def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec,
                    out_size: tuple[int, ...]) -> Any:
@@ -337,10 +354,10 @@ def _adaptive(x: Any, plan: AdaptivePlan) -> Any:
         else:
             for d, axis in enumerate(spec.spatial_axes):
                 index, valid = plan.gather(d)
-                weights = valid / valid.sum(axis=1, keepdims=True)
                 taken = take(out, index, axis, index.shape[1])
-                out = nd.sum(nd.broadcast_mul(taken, along(weights, axis, taken.ndim, acc)),
-                             axis=axis + 1)
+                mask = nd.broadcast_like(along(valid, axis, taken.ndim, acc), taken)
+                total = nd.sum(nd.where(mask, taken, nd.zeros_like(taken)), axis=axis + 1)
+                out = nd.broadcast_div(total, along(valid.sum(axis=1), axis, total.ndim, acc))
         return out.astype(dtype.name) if np.dtype(acc) != dtype else out
     floating = not _is_int(dtype)
     flat = nd.array(np.arange(math.prod(plan.in_size), dtype=np.float64).reshape(
