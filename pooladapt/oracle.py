@@ -147,9 +147,10 @@ def global_pool(x: np.ndarray, spec: GlobalSpec) -> np.ndarray:
         out = np.max(x, axis=axes, keepdims=spec.keepdims)
         return out if _is_integer(x) else out.astype(np.float64)
     xf = x.astype(np.float64)
-    if spec.mode == "avg":
-        return np.mean(xf, axis=axes, keepdims=spec.keepdims)
-    return np.sum(np.abs(xf) ** spec.p, axis=axes, keepdims=spec.keepdims) ** (1.0 / spec.p)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, |x|**p may be inf
+        if spec.mode == "avg":
+            return np.mean(xf, axis=axes, keepdims=spec.keepdims)
+        return np.sum(np.abs(xf) ** spec.p, axis=axes, keepdims=spec.keepdims) ** (1.0 / spec.p)
 
 
 def adaptive_pool(x: np.ndarray, spec: AdaptiveSpec):
