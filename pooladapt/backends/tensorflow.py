@@ -1,0 +1,357 @@
+"""The TensorFlow backend: ``tf.nn`` pooling in NHWC, exact emulation where TF falls short.
+
+Every call works channels-last (TF's CPU kernels run NCHW forward only through oneDNN and
+never for the gradient), so channels-first input is transposed in and out. A plan that
+``tf.nn.max_pool``/``avg_pool`` can express (no dilation, no ceil extra, ``valid`` or TF's own
+``SAME`` = ``same_upper``, which for avg excludes padding as canonical avg does) is one native
+call; anything else is padded explicitly (-inf or the dtype minimum for max, zeros for sums),
+pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here:
+
+* MaxPool drops NaN (an all-NaN window gives -3.4e38 eager, -inf under XLA) and, as every
+  TF CPU kernel (XLA included), flushes subnormals to zero. When the input holds either,
+  the max is redone on integer order keys of the floats, which is exact (one ``tf.cond``).
+* MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
+  and integers: 3-D pooling runs as two 2-D pools, (H, W) then D, which keeps the first-
+  maximum gradient rule and every dtype.
+* Dilation is native only with stride 1 (``tf.nn.pool``): strided dilated pooling runs with
+  stride 1 and keeps every stride-th window.
+* MaxPool has no uint32/uint64 kernel: those are bitcast to the signed type with the sign
+  bit flipped, which preserves order.
+* Indices (and adaptive max) gather every window's cells and pick the first maximum in
+  row-major order by order key; values are then gathered at that index, so the gradient is
+  exact. (``max_pool_with_argmax`` is 2-D only, NHWC only, NaN-order dependent.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+
+_LOW_PRECISION = (tf.float16, tf.bfloat16)
+_EMULATED = ("lp", "symmetric_padding", "asymmetric_padding", "ceil_mode", "dilation",
+             "count_include_pad", "indices", "channels_first", "nan", "adaptive", "unpool")
+
+
+def _to_last(x: tf.Tensor, channels_first: bool) -> tf.Tensor:
+    if not channels_first:
+        return x
+    rank = len(x.shape)
+    return tf.transpose(x, [0, *range(2, rank), 1])
+
+
+def _from_last(x: tf.Tensor, channels_first: bool) -> tf.Tensor:
+    if not channels_first:
+        return x
+    rank = len(x.shape)
+    return tf.transpose(x, [0, rank - 1, *range(1, rank - 1)])
+
+
+def _lowest(dtype: tf.DType):
+    return dtype.min if dtype.is_integer else -np.inf
+
+
+def _spatial_const(a: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+    """A constant over the output plane, shaped to broadcast against NHWC."""
+    return tf.constant(a[None, ..., None], dtype=dtype)
+
+
+def _native(x: tf.Tensor, kind: str, window, stride, padding: str, dilation) -> tf.Tensor:
+    """tf.nn pooling of a channels-last tensor; ``kind`` is "MAX" or "AVG"."""
+    if x.dtype in (tf.uint32, tf.uint64):
+        signed = tf.int32 if x.dtype == tf.uint32 else tf.int64
+        flip = tf.constant(signed.min, signed)
+        y = _native(tf.bitwise.bitwise_xor(tf.bitcast(x, signed), flip), kind, window, stride,
+                    padding, dilation)
+        return tf.bitcast(tf.bitwise.bitwise_xor(y, flip), x.dtype)
+    if len(window) == 3:
+        _, d, h, w, c = x.shape
+        y = _native(tf.reshape(x, [-1, h, w, c]), kind, window[1:], stride[1:], padding,
+                    dilation[1:])
+        ho, wo = y.shape[1:3]
+        y = _native(tf.reshape(y, [-1, d, ho * wo, c]), kind, (window[0], 1), (stride[0], 1),
+                    padding, (dilation[0], 1))
+        return tf.reshape(y, [-1, y.shape[1], ho, wo, c])
+    if any(r > 1 for r in dilation):
+        y = tf.nn.pool(x, window, kind, strides=[1] * len(window), padding=padding,
+                       dilations=dilation)
+        return y[(slice(None), *(slice(None, None, s) for s in stride))]
+    pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
+    return pool(x, window, stride, padding)
+
+
+def _is_tf_same(plan: PoolPlan) -> bool:
+    """True when TF's own SAME padding (= same_upper) realises the plan's padding."""
+    spec = plan.spec
+    return (spec.padding == "same_upper" and plan.has_padding and not any(plan.ceil_extra)
+            and all(r == 1 for r in spec.dilation))
+
+
+def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> tf.Tensor:
+    """Max or mean of every window of the plan over channels-last ``x``; padded cells hold
+    ``fill`` (default: the dtype's lowest value for max, 0 for the mean). With ``same`` (only
+    when :func:`_is_tf_same`), TF's SAME: its mean excludes the padding; otherwise the mean
+    divides by the whole window."""
+    spec = plan.spec
+    if same:
+        return _native(x, kind, spec.window, spec.stride, "SAME", spec.dilation)
+    if plan.has_padding:
+        if fill is None:
+            fill = _lowest(x.dtype) if kind == "MAX" else 0
+        x = tf.pad(x, [(0, 0), *plan.total_pads, (0, 0)], constant_values=fill)
+    return _native(x, kind, spec.window, spec.stride, "VALID", spec.dilation)
+
+
+def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
+    """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), exact for floats.
+
+    TF's MaxPool drops NaN (an all-NaN window gives -3.4e38 eager, -inf under XLA) and, as
+    every TF CPU kernel, flushes subnormals to zero. Only when ``x`` holds either is the pool
+    redone on the floats' order keys (integers, exact); the windows it corrects carry no
+    gradient, the others keep the native one (first maximum).
+    """
+    y = window_max(x, None)
+    if not x.dtype.is_floating:
+        return y
+
+    def exact():
+        keys = window_max(_order_key(x), _order_key(tf.constant(-np.inf, x.dtype)))
+        z = tf.stop_gradient(_from_key(keys, x.dtype))
+        return tf.where(tf.equal(keys, _order_key(y)), y, z)
+
+    return tf.cond(_has_special(x), exact, lambda: y)
+
+
+def _root(s: tf.Tensor, p: float) -> tf.Tensor:
+    """``s ** (1/p)`` with a zero gradient where ``s == 0``."""
+    if p == 1.0:
+        return s
+    zero = tf.equal(s, 0)
+    safe = tf.where(zero, tf.ones_like(s), s)
+    root = tf.sqrt(safe) if p == 2.0 else tf.pow(safe, 1.0 / p)
+    return tf.where(zero, tf.zeros_like(s), root)
+
+
+def _power(x: tf.Tensor, p: float) -> tf.Tensor:
+    if p == 2.0:
+        return tf.square(x)
+    return tf.abs(x) if p == 1.0 else tf.pow(tf.abs(x), p)
+
+
+def _window_table(index, valid, in_size) -> tuple[np.ndarray, np.ndarray]:
+    """Flat plane index and validity of every window cell, shaped (windows, cells), from
+    per-dim (out, width) coordinate and validity tables; invalid cells point at 0."""
+    flat, ok = np.zeros((), np.int64), np.ones((), bool)
+    for d, (idx, val) in enumerate(zip(index, valid)):
+        flat = np.add.outer(flat, idx * math.prod(in_size[d + 1:]))
+        ok = np.logical_and.outer(ok, val)
+    nd = len(index)
+    order = [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)]
+    n_out = math.prod(idx.shape[0] for idx in index)
+    flat = flat.transpose(order).reshape(n_out, -1)
+    ok = ok.transpose(order).reshape(n_out, -1)
+    return np.where(ok, flat, 0), ok
+
+
+@lru_cache(maxsize=256)
+def _pool_table(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
+    spec = plan.spec
+    index, valid = [], []
+    for d in range(spec.ndim):
+        starts = np.asarray(plan.window_starts(d), dtype=np.int64)
+        coords = starts[:, None] + spec.dilation[d] * np.arange(spec.window[d])[None, :]
+        index.append(coords)
+        valid.append((coords >= 0) & (coords < plan.in_size[d]))
+    return _window_table(index, valid, plan.in_size)
+
+
+@lru_cache(maxsize=256)
+def _adaptive_table(plan: AdaptivePlan) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [plan.gather(d) for d in range(plan.spec.ndim)]
+    return _window_table([p[0] for p in pairs], [p[1] for p in pairs], plan.in_size)
+
+
+_BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
+
+
+_MANTISSA = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
+
+
+def _has_special(x: tf.Tensor) -> tf.Tensor:
+    """True if the float tensor ``x`` holds a NaN or a subnormal."""
+    width, mantissa = 8 * x.dtype.size, _MANTISSA[x.dtype.name]
+    bits = tf.bitcast(x, _BITS[x.dtype.size])
+    magnitude = tf.bitwise.bitwise_and(bits, (1 << (width - 1)) - 1)
+    inf = ((1 << (width - 1 - mantissa)) - 1) << mantissa
+    return tf.reduce_any((magnitude > inf) | ((magnitude > 0) & (magnitude < 1 << mantissa)))
+
+
+def _order_key(t: tf.Tensor) -> tf.Tensor:
+    """Integers ordered as the floats ``t``: -0.0 == 0.0, and every NaN (one key) above +inf.
+    Comparing keys is exact where TF's CPU kernels would flush subnormals to zero."""
+    bits = tf.bitcast(t, _BITS[t.dtype.size])
+    if t.dtype.size == 2:
+        bits = tf.cast(bits, tf.int32)
+    top = tf.constant((1 << (8 * t.dtype.size - 1)) - 1, bits.dtype)  # also a NaN's bits
+    magnitude = tf.bitwise.bitwise_and(bits, top)
+    return tf.where(tf.math.is_nan(t), top, tf.where(bits < 0, -magnitude, magnitude))
+
+
+def _from_key(key: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    sign = tf.constant(-(1 << (8 * dtype.size - 1)), key.dtype)
+    bits = tf.where(key < 0, -key + sign, key)
+    return tf.bitcast(tf.cast(bits, _BITS[dtype.size]), dtype)
+
+
+def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.ndarray,
+               out_size: tuple[int, ...]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Max of every window listed by ``table`` and the per-plane index of its first maximum
+    (first NaN if any; -1 and the dtype's lowest value for a window with no valid cell); the
+    value is gathered at that index, so its gradient is exact."""
+    nd = len(out_size)
+    xc = x if channels_first else tf.transpose(x, [0, nd + 1, *range(1, nd + 1)])
+    channels, plane = xc.shape[1], math.prod(xc.shape[2:])
+    xc = tf.reshape(xc, [-1, channels, plane])
+    taps = tf.gather(xc, tf.constant(table), axis=2)  # (N, C, windows, cells)
+    ok = tf.constant(valid)
+    keys = _order_key(taps) if x.dtype.is_floating else taps  # a NaN is the top key
+    masked = tf.where(ok, keys, tf.constant(keys.dtype.min, keys.dtype))
+    cand = ok & (masked == tf.reduce_max(masked, axis=-1, keepdims=True))
+    # cells are listed in row-major order, so the first maximum has the smallest flat index
+    first = tf.reduce_min(tf.where(cand, tf.constant(table), plane), axis=-1)
+    idx = tf.where(first == plane, tf.constant(-1, tf.int64), first)
+    y = tf.gather(xc, tf.maximum(idx, 0), batch_dims=2)
+    y = tf.where(idx < 0, tf.constant(_lowest(x.dtype), x.dtype), y)
+    shape = [-1, channels, *out_size]
+    y, idx = tf.reshape(y, shape), tf.reshape(idx, shape)
+    if not channels_first:
+        perm = [0, *range(2, nd + 2), 1]
+        y, idx = tf.transpose(y, perm), tf.transpose(idx, perm)
+    return y, idx
+
+
+class TensorflowBackend(Backend):
+    name = "tensorflow"
+    framework = "tensorflow"
+    supports_autograd = True
+
+    def version(self) -> str:
+        return tf.__version__
+
+    def capabilities(self) -> dict[str, str]:
+        return {f: EMULATED if f in _EMULATED else NATIVE for f in FEATURES}
+
+    def from_numpy(self, a: np.ndarray) -> tf.Tensor:
+        return tf.convert_to_tensor(a)  # ml_dtypes.bfloat16 arrays map to tf.bfloat16
+
+    def to_numpy(self, x: tf.Tensor) -> np.ndarray:
+        return np.asarray(x.numpy())
+
+    def dtype_name(self, x: Any) -> str:
+        return x.dtype.name
+
+    def pool(self, x: tf.Tensor, plan: PoolPlan):
+        spec = plan.spec
+        cf = spec.channels_first
+        if spec.return_indices:
+            table, valid = _pool_table(plan)
+            return _first_max(x, cf, table, valid, plan.out_size)
+        xl = _to_last(x, cf)
+        if spec.mode == "max":
+            same = _is_tf_same(plan)
+            y = _exact_max(xl, lambda t, fill: _reduce(t, plan, "MAX", same, fill))
+            return _from_last(y, cf)
+        work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        xl = tf.cast(xl, work)
+        if spec.mode == "avg":
+            same = _is_tf_same(plan) and not spec.count_include_pad
+            y = _reduce(xl, plan, "AVG", same)
+            if not same and plan.uniform_divisor != plan.window_size:
+                with np.errstate(divide="ignore"):
+                    scale = plan.window_size / plan.divisor_map
+                y = y * _spatial_const(scale, work)
+        else:
+            s = _reduce(_power(xl, spec.p), plan, "AVG", same=False) * plan.window_size
+            y = _root(s, spec.p)
+        return _from_last(tf.cast(y, x.dtype), cf)
+
+    def global_pool(self, x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
+        axes = list(spec.spatial_axes)
+        cf = spec.data_format == "channels_first"
+        if spec.mode == "max":
+            xl = _to_last(x, cf)
+            plane = tuple(xl.shape[1:-1])
+            ones = (1,) * spec.ndim
+
+            y = _from_last(_exact_max(
+                xl, lambda t, _fill: _native(t, "MAX", plane, plane, "VALID", ones)), cf)
+            return y if spec.keepdims else tf.squeeze(y, axes)
+        work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        xw = tf.cast(x, work)
+        if spec.mode == "avg":
+            y = tf.reduce_mean(xw, axis=axes, keepdims=spec.keepdims)
+        else:
+            y = _root(tf.reduce_sum(_power(xw, spec.p), axis=axes, keepdims=spec.keepdims),
+                      spec.p)
+        return tf.cast(y, x.dtype)
+
+    def adaptive_pool(self, x: tf.Tensor, plan: AdaptivePlan):
+        spec = plan.spec
+        if plan.uniform:
+            return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
+        if spec.mode == "max":
+            table, valid = _adaptive_table(plan)
+            y, idx = _first_max(x, spec.data_format == "channels_first", table, valid,
+                                plan.out_size)
+            return (y, idx) if spec.return_indices else y
+        work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        y = tf.cast(x, work)
+        for d, axis in enumerate(spec.spatial_axes):
+            index, valid = plan.gather(d)
+            taken = tf.gather(y, tf.constant(index), axis=axis)  # (..., out, width, ...)
+            trailing = (1,) * (len(x.shape) - axis - 1)
+            mask = tf.constant(valid.reshape(valid.shape + trailing))
+            count = valid.sum(axis=1).reshape((-1,) + trailing).astype(np.float64)
+            y = tf.reduce_sum(tf.where(mask, taken, tf.zeros_like(taken)), axis=axis + 1)
+            y = y / tf.constant(count, work)
+        return tf.cast(y, x.dtype)
+
+    def max_unpool(self, y: tf.Tensor, indices: tf.Tensor, spec: UnpoolSpec,
+                   out_size: tuple[int, ...]) -> tf.Tensor:
+        cf = spec.data_format == "channels_first"
+        nd = spec.ndim
+        yc = y if cf else tf.transpose(y, [0, nd + 1, *range(1, nd + 1)])
+        ic = indices if cf else tf.transpose(indices, [0, nd + 1, *range(1, nd + 1)])
+        channels, size = yc.shape[1], math.prod(out_size)
+        rows = tf.reshape(yc, [-1, math.prod(yc.shape[2:])])
+        flat = tf.reshape(tf.cast(ic, tf.int64), tf.shape(rows))
+        if tf.executing_eagerly() and flat.shape.num_elements():
+            top = int(tf.reduce_max(flat))
+            if top >= size:
+                raise ValueError(f"an index ({top}) is outside the output plane {out_size!r}")
+        # negative (all-padding) and, in graphs, out-of-range indices go to a dropped slot
+        flat = tf.where((flat < 0) | (flat >= size), tf.constant(size, tf.int64), flat)
+        n_rows = tf.shape(flat, tf.int64)[0]
+        row_id = tf.broadcast_to(tf.range(n_rows)[:, None], tf.shape(flat, tf.int64))
+        # an update, not a sum: overlapping windows may repeat an index (with the same value)
+        out = tf.tensor_scatter_nd_update(tf.zeros(tf.stack([n_rows, size + 1]), rows.dtype),
+                                          tf.stack([row_id, flat], axis=-1), rows)
+        out = tf.reshape(out[:, :size], [-1, channels, *out_size])
+        return out if cf else tf.transpose(out, [0, *range(2, nd + 2), 1])
+
+    def vjp(self, fn: Callable[[Any], Any], x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        dx = tape.gradient(y, x, output_gradients=tf.cast(g, y.dtype))
+        return tf.zeros_like(x) if dx is None else dx
+
+
+BACKEND = TensorflowBackend()

@@ -1,0 +1,317 @@
+"""Keras 3 drop-in pooling layers: one canonical meaning on every Keras backend.
+
+``MaxPooling1D/2D/3D``, ``AveragePooling1D/2D/3D``, ``GlobalMaxPooling*``,
+``GlobalAveragePooling*``, ``AdaptiveMaxPooling*`` and ``AdaptiveAveragePooling*`` take
+Keras's own arguments with Keras's defaults (``strides=None`` means ``pool_size``,
+``padding="valid"``, ``data_format=None`` means ``keras.config.image_data_format()``), so
+swapping ``keras.layers.MaxPooling2D(...)`` for ``pooladapt.layers.keras.MaxPooling2D(...)``
+changes nothing where Keras is already canonical. The windowed layers add the canonical
+extras (API.md §1): ``padding`` may also be ``"same_lower"``, an int, one int per dim or
+``(low, high)`` pairs; ``dilation``; ``ceil_mode``; and ``count_include_pad`` for average
+pooling.
+
+A layer pools the Keras backend's own tensors (jax array, tf tensor, torch tensor) with
+pooladapt's backend for that framework, so the numbers are the same on every Keras backend,
+also under ``jit_compile`` and in gradients. Every layer is registered for deserialisation
+(package ``"pooladapt"``): a model saved as ``.keras`` loads back with these layers.
+
+>>> from pooladapt.layers.keras import MaxPooling2D
+>>> pool = MaxPooling2D(3, strides=2, padding=1, ceil_mode=True)  # torch.nn.MaxPool2d's
+>>> tuple(pool.compute_output_shape((None, 6, 6, 8)))
+(None, 4, 4, 8)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from pooladapt import api
+from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec
+
+_PACKAGE = "pooladapt"
+_register = keras.saving.register_keras_serializable(package=_PACKAGE)
+
+def _data_format(value: str | None) -> str:
+    return keras.config.image_data_format() if value is None else value
+
+
+def _replace_spatial(shape: tuple, axes: tuple[int, ...], sizes) -> tuple:
+    out = list(shape)
+    for axis, size in zip(axes, sizes):
+        out[axis] = size
+    return tuple(out)
+
+
+class _Pooling(keras.layers.Layer):
+    """Windowed max/avg pooling with pooladapt's semantics."""
+
+    mode = ""
+    ndim = 0
+
+    def __init__(
+        self,
+        pool_size: int | tuple[int, ...] = 2,
+        strides: int | tuple[int, ...] | None = None,
+        padding: str | int | tuple = "valid",
+        data_format: str | None = None,
+        dilation: int | tuple[int, ...] = 1,
+        ceil_mode: bool = False,
+        name: str | None = None,
+        *,
+        count_include_pad: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.spec = make_spec(self.mode, pool_size, strides, padding, dilation, ceil_mode,
+                              count_include_pad, data_format=_data_format(data_format),
+                              ndim=self.ndim)
+        self.pool_size, self.strides = self.spec.window, self.spec.stride
+        self.padding = padding.lower() if isinstance(padding, str) else padding
+        self.data_format = self.spec.data_format
+        self.dilation, self.ceil_mode = self.spec.dilation, self.spec.ceil_mode
+        self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+
+    def call(self, inputs):
+        return api.run_pool(inputs, self.spec)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        axes = self.spec.spatial_axes
+        if any(shape[a] is None for a in axes):
+            return _replace_spatial(shape, axes, (None,) * self.ndim)
+        return self.spec.plan(shape).output_shape(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, strides=self.strides, padding=self.padding,
+                      data_format=self.data_format, dilation=self.dilation,
+                      ceil_mode=self.ceil_mode)
+        return config
+
+
+class _AveragePooling(_Pooling):
+    mode = "avg"
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
+                 dilation=1, ceil_mode=False, name=None, count_include_pad: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, dilation, ceil_mode, name,
+                         count_include_pad=count_include_pad, **kwargs)
+        self.count_include_pad = self.spec.count_include_pad
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+
+class _GlobalPooling(keras.layers.Layer):
+    mode = ""
+    ndim = 0
+
+    def __init__(self, data_format: str | None = None, keepdims: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = make_global_spec(self.mode, ndim=self.ndim, keepdims=keepdims,
+                                     data_format=_data_format(data_format))
+        self.data_format, self.keepdims = self.spec.data_format, self.spec.keepdims
+        self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+
+    def call(self, inputs):
+        return api.run_global(inputs, self.spec)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        axes = self.spec.spatial_axes
+        if self.keepdims:
+            return _replace_spatial(shape, axes, (1,) * self.ndim)
+        return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format,
+                "keepdims": self.keepdims}
+
+
+class _AdaptivePooling(keras.layers.Layer):
+    mode = ""
+    ndim = 0
+
+    def __init__(self, output_size: int | tuple[int | None, ...], data_format: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = make_adaptive_spec(self.mode, output_size, ndim=self.ndim,
+                                       data_format=_data_format(data_format))
+        self.output_size, self.data_format = self.spec.output_size, self.spec.data_format
+        self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+
+    def call(self, inputs):
+        return api.run_adaptive(inputs, self.spec)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        axes = self.spec.spatial_axes
+        sizes = [shape[a] if o is None else o for a, o in zip(axes, self.output_size)]
+        return _replace_spatial(shape, axes, sizes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": self.output_size,
+                "data_format": self.data_format}
+
+
+# ----------------------------------------------------------------------- the layers
+
+
+@_register
+class MaxPooling1D(_Pooling):
+    """1-D max pooling, a drop-in for ``keras.layers.MaxPooling1D`` (see the module doc)."""
+
+    mode, ndim = "max", 1
+
+
+@_register
+class MaxPooling2D(_Pooling):
+    """2-D max pooling, a drop-in for ``keras.layers.MaxPooling2D`` (see the module doc)."""
+
+    mode, ndim = "max", 2
+
+
+@_register
+class MaxPooling3D(_Pooling):
+    """3-D max pooling, a drop-in for ``keras.layers.MaxPooling3D`` (see the module doc)."""
+
+    mode, ndim = "max", 3
+
+
+@_register
+class AveragePooling1D(_AveragePooling):
+    """1-D average pooling, a drop-in for ``keras.layers.AveragePooling1D``; padding is not
+    counted unless ``count_include_pad=True``."""
+
+    ndim = 1
+
+
+@_register
+class AveragePooling2D(_AveragePooling):
+    """2-D average pooling, a drop-in for ``keras.layers.AveragePooling2D``; padding is not
+    counted unless ``count_include_pad=True``."""
+
+    ndim = 2
+
+
+@_register
+class AveragePooling3D(_AveragePooling):
+    """3-D average pooling, a drop-in for ``keras.layers.AveragePooling3D``; padding is not
+    counted unless ``count_include_pad=True``."""
+
+    ndim = 3
+
+
+@_register
+class GlobalMaxPooling1D(_GlobalPooling):
+    """Global max over the steps, a drop-in for ``keras.layers.GlobalMaxPooling1D``."""
+
+    mode, ndim = "max", 1
+
+
+@_register
+class GlobalMaxPooling2D(_GlobalPooling):
+    """Global max over H and W, a drop-in for ``keras.layers.GlobalMaxPooling2D``."""
+
+    mode, ndim = "max", 2
+
+
+@_register
+class GlobalMaxPooling3D(_GlobalPooling):
+    """Global max over D, H and W, a drop-in for ``keras.layers.GlobalMaxPooling3D``."""
+
+    mode, ndim = "max", 3
+
+
+@_register
+class GlobalAveragePooling1D(_GlobalPooling):
+    """Global mean over the steps, a drop-in for ``keras.layers.GlobalAveragePooling1D``
+    (with its ``mask`` support: masked steps are left out of the mean)."""
+
+    mode, ndim = "avg", 1
+
+    def __init__(self, data_format: str | None = None, keepdims: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(data_format, keepdims, **kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return super().call(inputs)
+        ops = keras.ops
+        steps = self.spec.spatial_axes[0]
+        keep = ops.cast(ops.expand_dims(mask, 2 if steps == 1 else 1), "bool")
+        total = ops.sum(ops.where(keep, inputs, 0), axis=steps, keepdims=self.keepdims)
+        return total / ops.sum(ops.cast(keep, inputs.dtype), axis=steps, keepdims=self.keepdims)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@_register
+class GlobalAveragePooling2D(_GlobalPooling):
+    """Global mean over H and W, a drop-in for ``keras.layers.GlobalAveragePooling2D``."""
+
+    mode, ndim = "avg", 2
+
+
+@_register
+class GlobalAveragePooling3D(_GlobalPooling):
+    """Global mean over D, H and W, a drop-in for ``keras.layers.GlobalAveragePooling3D``."""
+
+    mode, ndim = "avg", 3
+
+
+@_register
+class AdaptiveMaxPooling1D(_AdaptivePooling):
+    """1-D adaptive max pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "max", 1
+
+
+@_register
+class AdaptiveMaxPooling2D(_AdaptivePooling):
+    """2-D adaptive max pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "max", 2
+
+
+@_register
+class AdaptiveMaxPooling3D(_AdaptivePooling):
+    """3-D adaptive max pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "max", 3
+
+
+@_register
+class AdaptiveAveragePooling1D(_AdaptivePooling):
+    """1-D adaptive average pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "avg", 1
+
+
+@_register
+class AdaptiveAveragePooling2D(_AdaptivePooling):
+    """2-D adaptive average pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "avg", 2
+
+
+@_register
+class AdaptiveAveragePooling3D(_AdaptivePooling):
+    """3-D adaptive average pooling to ``output_size`` (PyTorch's bins)."""
+
+    mode, ndim = "avg", 3
+
+
+# Keras's own short aliases
+MaxPool1D, MaxPool2D, MaxPool3D = MaxPooling1D, MaxPooling2D, MaxPooling3D
+AvgPool1D, AvgPool2D, AvgPool3D = AveragePooling1D, AveragePooling2D, AveragePooling3D
+GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D = (
+    GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D)
+GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D = (
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalAveragePooling3D)
