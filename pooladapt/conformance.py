@@ -152,16 +152,21 @@ def _pad_arg(name: str, ndim: int) -> Any:
     return value[:ndim] if isinstance(value, tuple) else value
 
 
+def _pick(options, key: str, salt: str):
+    """A deterministic choice per case and per attribute, independent across attributes (a
+    shared ``i % n`` cycle would tie layouts to dtypes and values)."""
+    return options[zlib.crc32(f"{key}/{salt}".encode()) % len(options)]
+
+
 def _pool_cases() -> Iterator[Case]:
-    counter = itertools.count()
     for ndim in (1, 2, 3):
         geoms, sizes = GEOMETRIES[ndim], SIZES[ndim]
         for mode, pad_name, ceil, fmt in itertools.product(
                 ("max", "avg", "lp"), PADDINGS, (False, True),
                 ("channels_first", "channels_last")):
             for cip in ((False, True) if mode == "avg" else (False,)):
-                i = next(counter)
-                geom = geoms[i % len(geoms)]
+                key = f"{ndim}/{mode}/{pad_name}/{ceil}/{fmt}/{cip}"
+                geom = _pick(geoms, key, "geometry")
                 args: dict[str, Any] = dict(mode=mode, **geom, padding=_pad_arg(pad_name, ndim),
                                             ceil_mode=ceil, data_format=fmt)
                 features = [f"{ndim}d", f"padding:{pad_name}", f"layout:{fmt}", f"mode:{mode}"]
@@ -173,18 +178,18 @@ def _pool_cases() -> Iterator[Case]:
                     args["count_include_pad"] = cip
                     if cip:
                         features.append("count_include_pad")
-                if mode == "max" and i % 2 == 0:
+                if mode == "max" and _pick((True, False), key, "indices"):
                     args["return_indices"] = True
                     features.append("indices")
                 if mode == "lp":
-                    args["p"] = (2.0, 1.0, 3.0)[i % 3]
-                dtype = ("float32", "float64", "float32", "float16")[i % 4]
-                values = ("normal", "negative", "ties", "normal")[i % 4]
+                    args["p"] = _pick((2.0, 1.0, 3.0), key, "p")
+                dtype = _pick(("float32", "float64", "float32", "float16"), key, "dtype")
+                values = _pick(("normal", "negative", "ties", "normal"), key, "values")
                 features.append(f"dtype:{dtype}")
                 if values == "ties":
                     features.append("ties")
-                yield Case("pool", ndim, tuple(args.items()), sizes[i % 2], dtype, values,
-                           features=tuple(features))
+                yield Case("pool", ndim, tuple(args.items()), _pick(sizes, key, "size"), dtype,
+                           values, features=tuple(features))
 
 
 def _dtype_cases() -> Iterator[Case]:
