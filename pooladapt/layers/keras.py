@@ -2,13 +2,13 @@
 
 ``MaxPooling1D/2D/3D``, ``AveragePooling1D/2D/3D``, ``GlobalMaxPooling*``,
 ``GlobalAveragePooling*``, ``AdaptiveMaxPooling*`` and ``AdaptiveAveragePooling*`` take
-Keras's own arguments with Keras's defaults (``strides=None`` means ``pool_size``,
-``padding="valid"``, ``data_format=None`` means ``keras.config.image_data_format()``), so
-swapping ``keras.layers.MaxPooling2D(...)`` for ``pooladapt.layers.keras.MaxPooling2D(...)``
-changes nothing where Keras is already canonical. The windowed layers add the canonical
-extras (API.md §1): ``padding`` may also be ``"same_lower"``, an int, one int per dim or
-``(low, high)`` pairs; ``dilation``; ``ceil_mode``; and ``count_include_pad`` for average
-pooling.
+Keras's own arguments with Keras's defaults (``pool_size=2`` for max, required for average;
+``strides=None`` means ``pool_size``; ``padding="valid"``; ``data_format=None`` means
+``keras.config.image_data_format()``), so swapping ``keras.layers.MaxPooling2D(...)`` for
+``pooladapt.layers.keras.MaxPooling2D(...)`` changes nothing where Keras is already
+canonical. The windowed layers add the canonical extras (API.md §1): ``padding`` may also be
+``"same_lower"``, an int, one int per dim or ``(low, high)`` pairs; ``dilation``;
+``ceil_mode``; and ``count_include_pad`` for average pooling.
 
 A layer pools the Keras backend's own tensors (jax array, tf tensor, torch tensor) with
 pooladapt's backend for that framework, so the numbers are the same on every Keras backend,
@@ -94,7 +94,7 @@ class _Pooling(keras.layers.Layer):
 class _AveragePooling(_Pooling):
     mode = "avg"
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None,
                  dilation=1, ceil_mode=False, name=None, count_include_pad: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, dilation, ceil_mode, name,
