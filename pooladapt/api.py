@@ -190,9 +190,10 @@ pool3d = _functional(Pool3D)
 
 def run_global(x: Any, spec: GlobalSpec, backend: str | None = None):
     be, xt, native = _prepare(x, backend, spec.mode)
-    from pooladapt.spec import check_rank
+    from pooladapt.spec import check_rank, check_spatial
 
     check_rank(tuple(xt.shape), spec.ndim, spec.data_format)
+    check_spatial(tuple(int(xt.shape[a]) for a in spec.spatial_axes))
     return _finish(be, be.global_pool(xt, spec), native)
 
 

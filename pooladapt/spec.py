@@ -208,6 +208,13 @@ def check_rank(shape: tuple[int, ...], ndim: int, data_format: str) -> None:
         )
 
 
+def check_spatial(spatial: tuple[int, ...]) -> None:
+    """Raise ValueError for an empty spatial dim (an empty batch or channel dim is fine)."""
+    if any(n < 1 for n in spatial):
+        raise ValueError(f"pooling needs a non-empty spatial input, got spatial size "
+                         f"{tuple(spatial)!r}")
+
+
 def make_spec(
     mode: str,
     window: int | tuple[int, ...],
@@ -382,6 +389,7 @@ def resolve_plan(spec: PoolSpec, in_size: tuple[int, ...]) -> PoolPlan:
     """Resolve padding, ceil mode, output size and avg divisors for one spatial size."""
     pads: list[tuple[int, int]] = []
     extras, outs = [], []
+    check_spatial(in_size)
     for d in range(spec.ndim):
         n, k_ext, s = in_size[d], spec.extent[d], spec.stride[d]
         if isinstance(spec.padding, str):
