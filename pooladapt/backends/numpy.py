@@ -36,6 +36,11 @@ def _acc_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
 
 
+def _half(dtype: np.dtype) -> bool:
+    """float16 or bfloat16 (ml_dtypes, a void-kind dtype to NumPy)."""
+    return dtype.itemsize == 2 and dtype.kind in "fV"
+
+
 @lru_cache(maxsize=64)
 def _lowest(dtype: np.dtype):
     if np.issubdtype(dtype, np.integer):
@@ -316,7 +321,9 @@ class NumpyBackend(Backend):
         """Max, avg or lp (no indices): one pass per spatial dim, outermost first."""
         spec = plan.spec
         is_max = spec.mode == "max"
-        acc = out.dtype if is_max else _acc_dtype(x.dtype)
+        # max is exact in any wider float type: 16-bit floats go through float32, where NumPy
+        # has vector loops (its float16 maximum converts element by element)
+        acc = _acc_dtype(x.dtype) if not is_max or _half(x.dtype) else x.dtype
         op, identity = (np.maximum, _lowest(acc)) if is_max else (np.add, 0)
         transform = None if spec.mode != "lp" else self._lp_transform(spec.p, acc)
         dims = _plan_dims(plan)
@@ -344,8 +351,8 @@ class NumpyBackend(Backend):
                 src = dst
             if not is_max:
                 self._finish(src, plan, o0, o1)
-                if src is not block_out:
-                    np.copyto(block_out, src, casting="unsafe")
+            if src is not block_out:
+                np.copyto(block_out, src, casting="unsafe")
 
         first = acc.itemsize * x.size // plan.in_size[0] * plan.out_size[0]
         if is_max and first <= _BLOCK_BYTES:  # one block (max raises no float warnings)
