@@ -73,3 +73,25 @@ def integration(session: nox.Session) -> None:
     _install(session, "all")
     session.run("pytest", "tests/integration", *session.posargs,
                 env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Benchmarks (docs/benchmarks.md): benchmarks/run.py in every backend environment that
+    ``nox -s "tests(<backend>)"`` installed, then benchmarks/report.py. Not run by default.
+
+    ``nox -s bench -- torch jax --quick`` limits the backends; other arguments go to run.py.
+    """
+    chosen = [a for a in session.posargs if a in BACKENDS] or BACKENDS
+    options = [a for a in session.posargs if a not in BACKENDS]
+    for backend in chosen:
+        pythons = [os.path.join(".nox", name, "bin", "python")
+                   for name in (f"tests-{backend}", f"tests-backend-{backend}")]
+        python = next((p for p in pythons if os.path.exists(p)), None)
+        if python is None:
+            session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
+            continue
+        session.run(python, "-m", "benchmarks.run", "--backend", backend, "--json",
+                    os.path.join("benchmarks", "results", f"{backend}.json"), *options,
+                    external=True)
+    session.run("python", "-m", "benchmarks.report", external=True)
