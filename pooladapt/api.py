@@ -42,11 +42,17 @@ def _check_dtype(dtype: str, mode: str) -> None:
     )
 
 
+def _native_order(a: np.ndarray) -> np.ndarray:
+    """A byte-swapped array (``>f4`` on a little-endian machine) as the same values in native
+    byte order, which every framework expects; anything else unchanged."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
 def _prepare(x: Any, backend: str | None, mode: str):
     name, native = dispatch.resolve(x, backend)
     be = dispatch.load(name).BACKEND
     if not native:
-        x = be.from_numpy(np.asarray(x))
+        x = be.from_numpy(_native_order(np.asarray(x)))
     _check_dtype(be.dtype_name(x), mode)
     return be, x, native
 
@@ -218,8 +224,8 @@ def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = Non
             "call in this process (pass output_size=the spatial size of the pooled input)"
         )
     if not native:
-        y = be.from_numpy(np.asarray(y))
-        indices = be.from_numpy(np.asarray(indices))
+        y = be.from_numpy(_native_order(np.asarray(y)))
+        indices = be.from_numpy(_native_order(np.asarray(indices)))
     check_rank(tuple(y.shape), spec.ndim, spec.data_format)
     if tuple(indices.shape) != tuple(y.shape):
         raise ValueError(f"indices must have the shape of the pooled values {tuple(y.shape)!r}, "

@@ -100,10 +100,16 @@ def set_data_format(data_format: str | None) -> None:
     """Set the default data format (``channels_first``/``channels_last``); None clears it."""
     global _global_data_format
     if data_format is not None:
-        from pooladapt.spec import normalize_data_format
-
-        data_format = normalize_data_format(data_format, 2)
+        data_format = _any_rank_format(data_format, "data_format")
     _global_data_format = data_format
+
+
+def _any_rank_format(value: object, argname: str) -> str:
+    """channels_first/channels_last from an API name or any rank's letters (NCW ... NDHWC)."""
+    from pooladapt.spec import _all_format_names, normalize_data_format
+
+    rank = _all_format_names().get(str(value).strip().lower(), 2)
+    return normalize_data_format(value, rank, argname)
 
 
 def default_data_format() -> str:
@@ -112,15 +118,7 @@ def default_data_format() -> str:
         return _global_data_format
     env = os.environ.get("POOLADAPT_DATA_FORMAT")
     if env:
-        key = env.strip().lower()
-        if key in ("channels_first", "channels_last"):
-            return key
-        if key.startswith("nc"):
-            return "channels_first"
-        if key.startswith("n") and key.endswith("c"):
-            return "channels_last"
-        raise ValueError(f"POOLADAPT_DATA_FORMAT must be 'channels_first' or 'channels_last', "
-                         f"got {env!r}")
+        return _any_rank_format(env, "POOLADAPT_DATA_FORMAT")
     return "channels_last"
 
 

@@ -90,6 +90,8 @@ def _format_layout_names(ndim: int) -> list[str]:
 
 
 def _as_int(value: object, argname: str) -> int:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array is its scalar
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{argname} must be an integer, got bool {value!r}")
     if isinstance(value, numbers.Integral):
