@@ -216,6 +216,10 @@ def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = Non
     from pooladapt.spec import check_rank
 
     name, native = dispatch.resolve(y, backend)
+    if dispatch.owner_of(indices) != (name if native else None):
+        kind = f"a {name} tensor" if native else "a NumPy array"
+        raise TypeError(f"indices must be {kind} like the pooled values, got "
+                        f"{type(indices).__module__}.{type(indices).__name__}")
     be = dispatch.load(name).BACKEND
     plane = spec.output_size or _plane_of(indices)
     if plane is None:
