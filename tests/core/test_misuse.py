@@ -350,6 +350,15 @@ def test_tensor_of_one_framework_with_backend_of_another(monkeypatch, module, ow
         pa.pool2d(x, "max", 2, backend=owner)
 
 
+def test_unpool_values_and_indices_of_different_frameworks(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    y, idx = pa.pool2d(X, "max", 2, return_indices=True)
+    with raises(TypeError, "indices", "a torch tensor", "numpy.ndarray"):
+        pa.max_unpool2d(_fake("torch"), idx, (6, 6))
+    with raises(TypeError, "indices", "a NumPy array", "jax._src.array.ArrayImpl"):
+        pa.max_unpool2d(y, _fake("jax._src.array", "ArrayImpl"), (6, 6))
+
+
 def test_foreign_tensor_with_use_backend_goes_to_its_own_framework(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pa.use_backend("numpy"), raises(ImportError, "torch", "pip install"):
