@@ -90,7 +90,7 @@ def _pad(F: Any, x: Any, spec, pads, value: float) -> Any:
 def _native(F: Any, x: Any, plan: PoolPlan, pool_type: str, explicit: bool, **kw) -> Any:
     """``Pooling`` of x; ``explicit``: x is already padded by ``plan.total_pads`` (VALID)."""
     spec = plan.spec
-    ceil = spec.ceil_mode and not explicit
+    ceil = any(plan.ceil_extra) and not explicit
     y = F.Pooling(x, kernel=spec.window, stride=spec.stride, pool_type=pool_type,
                   pad=(0,) * spec.ndim if explicit else tuple(lo for lo, _ in plan.pads),
                   pooling_convention="full" if ceil else "valid",
@@ -172,10 +172,11 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         x = _pad(F, x, plan.spec, plan.total_pads, -math.inf)
     y = _native(F, x, plan, "max", explicit)
     # MXNet max skips NaN and starts from the dtype's lowest finite value, so an all -inf
-    # window gives that value. code: 2 = a NaN in the window, 1 = a cell above -inf, 0 = none.
-    code = _native(F, (x != x) * 2 + (x > -math.inf), plan, "max", explicit)
-    y = F.where(code <= 0, F.ones_like(y) * -math.inf, y)
-    return F.where(code == 2, F.ones_like(y) * math.nan, y)
+    # window gives that value. code: 1 = a NaN in the window, 0 = a finite cell (MXNet is
+    # right), -1 = infinities only (MXNet gives +inf or the lowest value, the answer is +-inf).
+    code = _native(F, (x != x) - (F.abs(x) == math.inf), plan, "max", explicit)
+    fix = F.sqrt(-code) * F.BlockGrad(y) * math.inf  # code 1: NaN; code -1: +-inf
+    return F.where(code, fix, y)
 
 
 def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
@@ -212,10 +213,13 @@ def _sums(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         x = F.cast(x, acc)
     native = plan.symmetric_pads and all(d == 1 for d in spec.dilation)
     if spec.mode == "avg":
-        if native:
+        # MXNet's own avg kernel multiplies by 1 / count (an ulp off); its oneDNN one (float32,
+        # channels first, no ceil cells) divides: use that one, sum / count elsewhere
+        if native and acc == "float32" and spec.channels_first and not any(plan.ceil_extra):
             y = _native(F, x, plan, "avg", False, count_include_pad=spec.count_include_pad)
         else:
-            s = _sum_pool(F, _pad(F, x, spec, plan.total_pads, 0), plan)
+            s = (_native(F, x, plan, "sum", False) if native else
+                 _sum_pool(F, _pad(F, x, spec, plan.total_pads, 0), plan))
             div = plan.uniform_divisor
             y = (s / div if div else s * math.nan) if div is not None else F.broadcast_div(
                 s, _divisor(F, x, plan, acc))
@@ -261,7 +265,11 @@ class MXNetBackend(Backend):
     name = "mxnet"
     framework = "mxnet"
     supports_autograd = True
-    known_deviations = {"dtype:bfloat16": _BF16_REASON}
+    known_deviations = {
+        "dtype:bfloat16": _BF16_REASON,
+        "int64_indices": "the MXNet 1.9.1 wheels are built without USE_INT64_TENSOR_SIZE: "
+                         "no array can hold 2**31 elements, so no plane needs int64 indices",
+    }
 
     def version(self) -> str:
         return mx.__version__
@@ -280,47 +288,71 @@ class MXNetBackend(Backend):
         return nd.array(a, dtype=a.dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return x.asnumpy()
+        return x if isinstance(x, np.ndarray) else x.asnumpy()
 
     def dtype_name(self, x: Any) -> str:
         return np.dtype(x.dtype).name
 
     @staticmethod
-    def _run(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
-        """Run ``fn`` on the ``mx.nd`` view of x; ``mx.np`` input gets ``mx.np`` output."""
-        if not isinstance(x, mx.np.ndarray):
-            return fn(x, *args)
-        out = fn(x.as_nd_ndarray(), *args)
-        if isinstance(out, tuple):
-            return tuple(o.as_np_ndarray() for o in out)
-        return out.as_np_ndarray()
+    def _run(fn: Callable[[Any], Any], x: Any, empty: list[tuple[tuple[int, ...], Any]]) -> Any:
+        """``fn`` of the ``mx.nd`` view of x; ``mx.np`` input gets ``mx.np`` output.
 
-    def pool(self, x: Any, plan: PoolPlan) -> Any:
-        out = self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x)
-        return self._with_index_array(out)
+        ``empty`` lists the (shape, dtype) of each output: with a zero-size batch or channel
+        dim MXNet's ops cannot run (0 in their shapes means unknown), the outputs are made
+        directly.
+        """
+        is_np = isinstance(x, mx.np.ndarray)
+        if x.size == 0:
+            out = tuple(nd.array(np.zeros(shape, dtype), ctx=x.context, dtype=dtype)
+                        for shape, dtype in empty)
+        else:
+            out = fn(x.as_nd_ndarray() if is_np else x)
+            out = out if isinstance(out, tuple) else (out,)
+        if is_np:
+            out = tuple(o.as_np_ndarray() for o in out)
+        elif len(out) == 2:  # a plain NDArray takes no weak reference: api's unpool default
+            out = (out[0], _weakrefable(out[1]))
+        return out if len(out) == 2 else out[0]
 
     @staticmethod
-    def _with_index_array(out: Any) -> Any:
-        if isinstance(out, tuple) and not isinstance(out[1], mx.np.ndarray):
-            return out[0], _weakrefable(out[1])
-        return out
+    def _outputs(x: Any, shape: tuple[int, ...], indices: bool):
+        return [(shape, x.dtype)] + ([(shape, np.int64)] if indices else [])
+
+    def pool(self, x: Any, plan: PoolPlan) -> Any:
+        shape = plan.output_shape(tuple(x.shape))
+        return self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x,
+                         self._outputs(x, shape, plan.spec.return_indices))
 
     def global_pool(self, x: Any, spec: GlobalSpec) -> Any:
         plan = global_plan(spec, tuple(x.shape))
-        return self._run(lambda t: global_graph(nd, t, spec, plan, t.dtype), x)
+        shape = tuple(n for a, n in enumerate(plan.output_shape(tuple(x.shape)))
+                      if spec.keepdims or a not in spec.spatial_axes)
+        return self._run(lambda t: global_graph(nd, t, spec, plan, t.dtype), x,
+                         self._outputs(x, shape, False))
 
     def adaptive_pool(self, x: Any, plan: AdaptivePlan) -> Any:
         if plan.uniform:
             return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
-        return self._with_index_array(self._run(lambda t: _adaptive(t, plan), x))
+        shape = plan.output_shape(tuple(x.shape))
+        return self._run(lambda t: _adaptive(t, plan), x,
+                         self._outputs(x, shape, plan.spec.return_indices))
 
     def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec,
                    out_size: tuple[int, ...]) -> Any:
         if isinstance(indices, mx.np.ndarray):
             indices = indices.as_nd_ndarray()
-        return self._run(lambda t: _unpool(t, indices, spec, out_size), y)
+        elif not isinstance(indices, nd.NDArray):
+            indices = nd.array(np.asarray(indices), ctx=y.context, dtype="int64")
+        shape = list(y.shape)
+        for axis, size in zip(spec.spatial_axes, out_size):
+            shape[axis] = size
+        return self._run(lambda t: _unpool(t, indices, spec, out_size), y,
+                         self._outputs(y, tuple(shape), False))
 
     def vjp(self, fn: Callable[[Any], Any], x: Any, g: Any) -> Any:
+        if x.size == 0:  # MXNet cannot attach a gradient to an empty array; it is empty
+            fn(x)
+            return nd.array(np.zeros(x.shape, x.dtype), ctx=x.context, dtype=x.dtype)
         x = x.copy()
         x.attach_grad()
         with mx.autograd.record():
