@@ -172,11 +172,10 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         x = _pad(F, x, plan.spec, plan.total_pads, -math.inf)
     y = _native(F, x, plan, "max", explicit)
     # MXNet max skips NaN and starts from the dtype's lowest finite value, so an all -inf
-    # window gives that value. code: 1 = a NaN in the window, 0 = a finite cell (MXNet is
-    # right), -1 = infinities only (MXNet gives +inf or the lowest value, the answer is +-inf).
-    code = _native(F, (x != x) - (F.abs(x) == math.inf), plan, "max", explicit)
-    fix = F.sqrt(-code) * F.BlockGrad(y) * math.inf  # code 1: NaN; code -1: +-inf
-    return F.where(code, fix, y)
+    # window gives that value. code: 1 = a NaN in the window (answer NaN), -1 = only -inf
+    # (answer -inf), 0 = anything else (MXNet is right); sqrt(-code) * -inf maps 1 and -1.
+    code = _native(F, (x != x) - (x == -math.inf), plan, "max", explicit)
+    return F.where(code, F.sqrt(-code) * -math.inf, y)
 
 
 def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
