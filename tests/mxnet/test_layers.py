@@ -78,6 +78,21 @@ def test_equals_gluon_where_gluon_is_canonical(ndim, layout, mode, cip, k, s, p,
             np.testing.assert_array_equal(extra, np.full_like(extra, filler))
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static_alloc"])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("ndim, kw", [
+    (2, dict(pool_size=(3, 2), strides=(2, 1), padding=(1, 0))),
+    (2, dict(pool_size=(2, 3), strides=(1, 2), padding=(0, 1), ceil_mode=True)),
+    (3, dict(pool_size=(2, 3, 2), strides=(2, 1, 2), padding=(1, 1, 0))),
+])
+def test_per_dim_arguments_equal_gluon_hybridized(ndim, kw, mode, static):
+    name = f"{mode.capitalize()}Pool{ndim}D"
+    ours = getattr(layers, name)(**kw)
+    ours.hybridize(static_alloc=static, static_shape=static)
+    x = nd.array(_input(ndim, LAYOUTS[ndim][0]))
+    _check(ours(x), getattr(gluon.nn, name)(**kw)(x).asnumpy(), mode)
+
+
 EXTRAS = [
     dict(pool_size=3, strides=2, padding="same"),
     dict(pool_size=3, strides=2, padding="same_lower"),
