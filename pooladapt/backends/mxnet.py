@@ -2,12 +2,13 @@
 
 ``nd.Pooling`` runs wherever it expresses the plan: float input, symmetric padding, no
 dilation (lp: p of 1, 2 or 3, on ``|x|``). Around it, the exact fixes for what MXNet does
-differently: ceil mode runs as ``'full'`` and then crops the windows the plan drops (MXNet
-has no drop rule); NaN (which MXNet max pooling suppresses) and -inf (which it turns into the
-dtype's lowest finite value) are restored from one extra pooling of a code map. Everything
-else is emulated: explicit padding (-inf or the integer minimum for max, 0 for sums), a VALID
-native pool, the plan's divisor, and a loop over the window's taps (strided slices) for
-dilation, integers and indices.
+differently: ceil cells use ``'full'``, then the windows the plan drops are cropped (MXNet has
+no drop rule); NaN (which MXNet max pooling suppresses) and -inf (which it turns into the
+dtype's lowest finite value) are restored from one extra pooling of a code map; avg is a sum
+pool divided by the count except where oneDNN computes it (MXNet's own kernel multiplies by
+1 / count, an ulp off). Everything else is emulated: explicit padding (-inf or the integer
+minimum for max, 0 for sums), a VALID native pool, the plan's divisor, and a loop over the
+window's taps (strided slices) for dilation, integers and indices.
 
 All graph code takes the op namespace ``F`` (``mx.nd`` or ``mx.sym``), so the same code runs
 inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
@@ -71,6 +72,8 @@ def _bcast_shape(spec, sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 def _fill(F: Any, x: Any, axis: int, count: int, value: float) -> Any:
     edge = F.slice_axis(x, axis=axis, begin=0, end=1)
+    # MXNet rounds large scalars (1e300 == 1e300 is false there); +-inf and the integer
+    # minima (powers of two) survive exactly
     fill = F.zeros_like(edge) if value == 0 else F.ones_like(edge) * value
     return F.repeat(fill, repeats=count, axis=axis)
 
@@ -185,6 +188,13 @@ def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
     return F.add_n(*_tap_slices(F, xp, plan))
 
 
+def _window_sums(F: Any, x: Any, plan: PoolPlan, native: bool) -> Any:
+    """Window sums, padding adding 0: native padding where it is symmetric, else explicit."""
+    if native:
+        return _native(F, x, plan, "sum", False)
+    return _sum_pool(F, _pad(F, x, plan.spec, plan.total_pads, 0), plan)
+
+
 def _divisor(F: Any, x: Any, plan: PoolPlan, acc: str) -> Any:
     """The plan's non-uniform divisor map, broadcastable against the output."""
     spec = plan.spec
@@ -217,16 +227,14 @@ def _sums(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         if native and acc == "float32" and spec.channels_first and not any(plan.ceil_extra):
             y = _native(F, x, plan, "avg", False, count_include_pad=spec.count_include_pad)
         else:
-            s = (_native(F, x, plan, "sum", False) if native else
-                 _sum_pool(F, _pad(F, x, spec, plan.total_pads, 0), plan))
-            div = plan.uniform_divisor
-            y = (s / div if div else s * math.nan) if div is not None else F.broadcast_div(
-                s, _divisor(F, x, plan, acc))
+            s = _window_sums(F, x, plan, native)
+            div = plan.uniform_divisor  # 0 (all-padding windows only) gives 0 / 0 = NaN
+            y = F.broadcast_div(s, _divisor(F, x, plan, acc)) if div is None else s / div
     elif native and spec.p in _NATIVE_LP:
         y = _native(F, F.abs(x), plan, "lp", False, p_value=int(spec.p))
     else:
         a = F.abs(x) if spec.p == 1 else F.square(x) if spec.p == 2 else F.power(F.abs(x), spec.p)
-        s = _sum_pool(F, _pad(F, a, spec, plan.total_pads, 0), plan)
+        s = _window_sums(F, a, plan, native)
         if spec.p == 1:
             y = s
         else:  # no root of a zero sum: its gradient is 0 there, not NaN

@@ -51,7 +51,8 @@ _LAYOUT = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
 
 def _tracer() -> tuple[HybridBlock | None, dict[str, Any]]:
     """The hybridized block whose graph is being traced and the arrays it was called with, by
-    symbol name (Gluon hands a traced child symbols without shapes)."""
+    symbol name. Gluon hands a traced child symbols without shapes, so this reads the locals
+    of ``HybridBlock._get_graph`` (stable: MXNet 1.9.1 is the last release)."""
     frame = inspect.currentframe()
     while frame is not None:
         if frame.f_code is HybridBlock._get_graph.__code__:
