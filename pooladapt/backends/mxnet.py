@@ -162,8 +162,9 @@ def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype, with_indices: bool
         win = _better(F, cand, best, floating)
         if with_indices:
             tap = F.broadcast_like(maps[t], best)
-            # the first real cell wins even when it equals the padding value
-            win = F.cast(win, "float64") + (idx < 0) * (tap >= 0)
+            win = F.cast(win, "float64")
+            if plan.has_padding:  # the first real cell wins even if it equals the padding
+                win = win + (idx < 0) * (tap >= 0)
             idx = F.where(win, tap, idx)
         best = F.where(win, cand, best)
     return (best, F.cast(idx, "int64")) if with_indices else best
