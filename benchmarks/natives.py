@@ -155,7 +155,15 @@ class TensorFlow(Framework):
             return (lambda x: tuple(tf.transpose(t, [0, 3, 1, 2]) for t in
                                     op(tf.transpose(x, [0, 2, 3, 1])))), how
         pool = tf.nn.max_pool2d if case.mode == "max" else tf.nn.avg_pool2d
-        return (lambda x: pool(x, data_format=fmt, **args)), how
+        op = partial(pool, data_format=fmt, **args)
+        if cf:
+            try:  # TF's CPU kernels take NCHW only for some paddings
+                op(tf.zeros((1, *case.shape[1:]), dtype=case.dtype))
+            except tf.errors.InvalidArgumentError:
+                nhwc = dict(args, padding=[pad[0], pad[2], pad[3], pad[1]])
+                return (lambda x: tf.transpose(pool(tf.transpose(x, [0, 2, 3, 1]), **nhwc),
+                                               [0, 3, 1, 2])), how
+        return op, how
 
 
 class Jax(Framework):
@@ -210,7 +218,7 @@ class Jax(Framework):
 
         def avg(x):  # flax.linen.avg_pool(count_include_pad=False): a second window sum
             total = lax.reduce_window(x, 0.0, lax.add, window, strides, padding)
-            ones = jnp.ones(x.shape[a] if a in axes else 1 for a in range(4))
+            ones = jnp.ones(tuple(x.shape[a] if a in axes else 1 for a in range(4)))
             count = lax.reduce_window(ones.astype(x.dtype), 0.0, lax.add, window, strides,
                                       padding)
             return total / count
