@@ -80,10 +80,13 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (docs/benchmarks.md): benchmarks/run.py in every backend environment that
     ``nox -s "tests(<backend>)"`` installed, then benchmarks/report.py. Not run by default.
 
-    ``nox -s bench -- torch jax --quick`` limits the backends; other arguments go to run.py.
+    ``nox -s bench -- torch jax --quick`` limits the backends; other arguments go to run.py
+    (``--threads 1`` results are kept apart, in benchmarks/results/<backend>-1thread.json).
     """
     chosen = [a for a in session.posargs if a in BACKENDS] or BACKENDS
     options = [a for a in session.posargs if a not in BACKENDS]
+    threads = options[options.index("--threads") + 1] if "--threads" in options else None
+    suffix = f"-{threads}thread" if threads else ""
     for backend in chosen:
         pythons = [os.path.join(".nox", name, "bin", "python")
                    for name in (f"tests-{backend}", f"tests-backend-{backend}")]
@@ -92,6 +95,6 @@ def bench(session: nox.Session) -> None:
             session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
             continue
         session.run(python, "-m", "benchmarks.run", "--backend", backend, "--json",
-                    os.path.join("benchmarks", "results", f"{backend}.json"), *options,
+                    os.path.join("benchmarks", "results", f"{backend}{suffix}.json"), *options,
                     external=True)
     session.run("python", "-m", "benchmarks.report", external=True)
