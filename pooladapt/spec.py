@@ -93,7 +93,7 @@ def _as_int(value: object, argname: str) -> int:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]  # a 0-d array is its scalar
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{argname} must be an integer, got bool {value!r}")
+        raise TypeError(f"{argname} must be an integer, got {type(value).__name__} {value!r}")
     if isinstance(value, numbers.Integral):
         return int(value)
     raise TypeError(f"{argname} must be an integer, got {type(value).__name__} {value!r}")
