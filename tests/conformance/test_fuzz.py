@@ -1,0 +1,347 @@
+"""Differential fuzzing: every backend against the oracle on random specs and random inputs.
+
+Hypothesis draws the spec and the input (``pooladapt.strategies.inputs``: a seeded base with
+a few cells set to NaN, +-inf, +-0.0, subnormals, large values or integer extremes), so a
+failure shrinks to a small spec and the special cells that matter. The default test run uses
+the bounded ``ci`` profile; ``nox -s fuzz`` runs the ``fuzz`` profile (10,000 examples per
+test and backend). A failure prints the shrunk example as a ready-to-paste regression test:
+paste it at the end of this module, where the helpers it calls live.
+
+Max, indices, integers and unpooling must be bit-exact. avg and lp may differ from the exact
+answer by their rounding error when accumulated in float32 (float64 for float64 input):
+a bound of a few ulps of the output plus ``4 * taps * eps * mean(|x|)`` (avg) or
+``4 * (taps + 2) * eps * |y|`` (lp, plus the float32 underflow of ``|x|**p``). A float16
+accumulation, a wrong divisor or a padded cell counted breaks the bound by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, note
+from hypothesis import strategies as st
+
+import pooladapt as pa
+from pooladapt import dispatch, oracle
+from pooladapt.conformance import INT_DTYPES, Case, expected, np_dtype
+from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec
+from pooladapt.strategies import (
+    adaptive_cases,
+    cases_with_inputs,
+    global_cases,
+    pool_cases,
+    seeds,
+    unpool_cases,
+)
+
+nan, inf = math.nan, math.inf  # pasted regression tests write NaN and infinity this way
+
+_FORMAT = {"float16": (10, -14), "bfloat16": (7, -126), "float32": (23, -126),
+           "float64": (52, -1022)}  # explicit mantissa bits, minimum normal exponent
+_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
+        "float32": float(np.finfo(np.float32).max), "float64": float(np.finfo(np.float64).max)}
+_ENTRY = {"pool": "pool{}d", "global": "global_pool{}d", "adaptive": "adaptive_pool{}d",
+          "unpool": "max_unpool{}d"}
+
+
+def arr(values: list, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A regression test's input: flat values, exact as float64 (floats) or Python ints."""
+    if dtype in INT_DTYPES:
+        return np.array(values, dtype=dtype).reshape(shape)
+    return np.array(values, dtype=np.float64).astype(np_dtype(dtype)).reshape(shape)
+
+
+# ------------------------------------------------------------------ running one example
+
+
+def _backend_call(case: Case, x: np.ndarray, backend: str, native: bool):
+    """The backend's answer via the public API, as NumPy: on its own tensor (``native``) or
+    on the NumPy array with ``backend=``."""
+    be = dispatch.load(backend).BACKEND
+    fn = getattr(pa, _ENTRY[case.kind].format(case.ndim))
+    put = be.from_numpy if native else (lambda a: a)
+    choose = {} if native else {"backend": backend}
+    if case.kind == "unpool":
+        kw = case.kwargs
+        fmt = kw.pop("data_format")
+        spec = make_spec("max", **kw, return_indices=True, data_format=fmt, ndim=case.ndim)
+        y, idx = oracle.pool(x, spec)
+        plane = spec.plan(x.shape).in_size
+        out = fn(put(y.astype(x.dtype)), put(idx), plane, data_format=fmt, **choose)
+    else:
+        out = fn(put(x), **case.kwargs, **choose)
+    if isinstance(out, tuple):
+        return tuple(be.to_numpy(o) if native else o for o in out)
+    return be.to_numpy(out) if native else out
+
+
+def _taps(case: Case, x: np.ndarray) -> int:
+    """Cells summed into one output at most."""
+    kw = case.kwargs
+    if case.kind == "pool":
+        return math.prod(make_spec(**kw, ndim=case.ndim).window)
+    if case.kind == "global":
+        return math.prod(case.spatial)
+    return math.prod(make_adaptive_spec(**kw, ndim=case.ndim).plan(x.shape).max_bin)
+
+
+def _ulp(w: np.ndarray, dtype: str) -> np.ndarray:
+    mantissa, min_exp = _FORMAT[dtype]
+    _, e = np.frexp(np.abs(np.where(np.isfinite(w), w, 0.0)))
+    return np.ldexp(1.0, np.maximum(e - 1, min_exp) - mantissa)
+
+
+def _tolerance(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Allowed |got - exact| per output of avg/lp (see the module docstring)."""
+    eps = 2.0**-53 if case.dtype == "float64" else 2.0**-24
+    n = _taps(case, x)
+    tol = 2 * _ulp(w, case.dtype)
+    if case.kwargs["mode"] == "avg":
+        with np.errstate(invalid="ignore"):
+            scale = np.asarray(expected(case, np.abs(x.astype(np.float64))), dtype=np.float64)
+        return tol + 4 * n * eps * np.nan_to_num(scale, nan=0.0, posinf=0.0)
+    p = case.kwargs.get("p", 2.0)
+    tol = tol + 4 * (n + 2) * eps * max(1.0, 1.0 / p) * np.abs(w)
+    if p >= 1:  # |x|**p below the smallest normal may be flushed: (n * tiny) ** (1/p) lost
+        tol = tol + (n * 2.0 ** (-1022 if case.dtype == "float64" else -126)) ** (1.0 / p)
+    return tol
+
+
+def _where(mask: np.ndarray, w: np.ndarray, g: np.ndarray) -> str:
+    at = np.argwhere(mask)[:4]
+    return "; ".join(f"at {tuple(int(i) for i in a)}: got {g[tuple(a)]!r}, expected "
+                     f"{w[tuple(a)]!r}" for a in at)
+
+
+def _check_values(case: Case, x: np.ndarray, want, got) -> None:
+    want, got = np.asarray(want), got
+    assert isinstance(got, np.ndarray), f"got {type(got).__name__}, expected a NumPy array"
+    assert got.shape == want.shape, f"shape {got.shape}, expected {want.shape}"
+    assert str(got.dtype) == case.dtype, f"dtype {got.dtype}, expected {case.dtype}"
+    if case.dtype in INT_DTYPES:
+        bad = got != want.astype(got.dtype)
+        assert not bad.any(), f"{int(bad.sum())} values differ: {_where(bad, want, got)}"
+        return
+    w, g = want.astype(np.float64), got.astype(np.float64)
+    nan_w, nan_g = np.isnan(w), np.isnan(g)
+    assert (nan_w == nan_g).all(), f"NaN mismatch: {_where(nan_w != nan_g, w, g)}"
+    fin = ~nan_w
+    if case.kind == "unpool" or case.kwargs["mode"] == "max":
+        bad = fin & (w != g)  # max selects an input value: bit-exact (-0.0 == 0.0)
+        assert not bad.any(), f"{int(bad.sum())} values not exact: {_where(bad, w, g)}"
+        return
+    inf_w = np.isinf(w)
+    bad = fin & inf_w & (g != w)
+    assert not bad.any(), f"infinity mismatch: {_where(bad, w, g)}"
+    tol = _tolerance(case, x, w)
+    finite = fin & ~inf_w
+    overflow = finite & np.isinf(g)  # only where the exact answer rounds to infinity
+    bad = overflow & ((np.sign(g) != np.sign(w)) | (np.abs(w) + tol < _MAX[case.dtype]))
+    assert not bad.any(), f"overflow to infinity: {_where(bad, w, g)}"
+    with np.errstate(invalid="ignore"):
+        bad = finite & ~overflow & ~(np.abs(g - w) <= tol)
+    assert not bad.any(), (f"{int(bad.sum())} values beyond the rounding bound: "
+                           f"{_where(bad, w, g)}")
+
+
+def check_forward(case: Case, x: np.ndarray, backend: str, native: bool = True) -> None:
+    """Assert that the backend computes the oracle's answer for ``case`` on ``x``."""
+    want = expected(case, x)
+    got = _backend_call(case, x, backend, native)
+    if not isinstance(want, tuple):
+        return _check_values(case, x, want, got)
+    assert isinstance(got, tuple) and len(got) == 2, "expected (values, indices)"
+    _check_values(case, x, want[0], got[0])
+    idx = got[1]
+    assert isinstance(idx, np.ndarray) and idx.dtype == np.int64, (
+        f"indices: {type(idx).__name__} of dtype {getattr(idx, 'dtype', None)}, expected int64")
+    assert idx.shape == want[1].shape, f"indices shape {idx.shape}, expected {want[1].shape}"
+    bad = idx != want[1]
+    assert not bad.any(), f"indices differ: {_where(bad, want[1], idx)}"
+
+
+def check_unpool_roundtrip(case: Case, x: np.ndarray, backend: str) -> None:
+    """The backend's own max pool with indices, then its unpool with the remembered plane,
+    equals the oracle's pool + unpool."""
+    be = dispatch.load(backend).BACKEND
+    kw = case.kwargs
+    fmt = kw.pop("data_format")
+    y, idx = getattr(pa, f"pool{case.ndim}d")(be.from_numpy(x), "max", **kw, data_format=fmt,
+                                              return_indices=True)
+    got = be.to_numpy(getattr(pa, f"max_unpool{case.ndim}d")(y, idx, data_format=fmt))
+    _check_values(case, x, expected(case, x), got)
+
+
+def _vjp_expected(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    kw = case.kwargs
+    kw.pop("return_indices", None)
+    if case.kind == "pool":
+        return oracle.pool_vjp(x, make_spec(**kw, ndim=case.ndim), g)
+    if case.kind == "adaptive":
+        return oracle.adaptive_vjp(x, make_adaptive_spec(**kw, ndim=case.ndim), g)
+    spec = make_global_spec(**kw, ndim=case.ndim)  # a pool whose window is the whole plane
+    full = make_spec(spec.mode, case.spatial, p=spec.p if spec.mode == "lp" else None,
+                     data_format=spec.data_format, ndim=case.ndim)
+    g = g if spec.keepdims else np.expand_dims(g, axis=spec.spatial_axes)
+    return oracle.pool_vjp(x, full, g)
+
+
+def check_gradient(case: Case, x: np.ndarray, backend: str, seed: int = 0) -> None:
+    """Assert that the backend's autograd equals the oracle's vector-Jacobian product."""
+    be = dispatch.load(backend).BACKEND
+    kw = {k: v for k, v in case.args if k != "return_indices"}
+    fn = getattr(pa, _ENTRY[case.kind].format(case.ndim))
+    out_shape = np.shape(expected(Case(case.kind, case.ndim, tuple(kw.items()), case.spatial,
+                                       case.dtype, batch=case.batch), x))
+    g = np.random.default_rng(seed).integers(-8, 9, size=out_shape) / 4.0
+    dx = be.to_numpy(be.vjp(lambda t: fn(t, **kw), be.from_numpy(x), be.from_numpy(g)))
+    want = _vjp_expected(case, x, g)
+    assert dx.shape == want.shape, f"gradient shape {dx.shape}, expected {want.shape}"
+    bad = ~(np.abs(dx.astype(np.float64) - want) <= 1e-9 + 1e-7 * np.abs(want))
+    assert not bad.any(), f"gradient: {int(bad.sum())} values off: {_where(bad, want, dx)}"
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def _literal(x: np.ndarray) -> str:
+    flat = x.ravel().tolist() if x.dtype.kind in "iu" else x.astype(np.float64).ravel().tolist()
+    return "[" + ", ".join(repr(v) for v in flat) + "]"
+
+
+def regression(case: Case, x: np.ndarray, backend: str, check: str = "check_forward",
+               extra: str = "") -> str:
+    """A ready-to-paste regression test for one failing example (plus the plain call)."""
+    digest = zlib.crc32(repr((case, x.dtype.str, x.tobytes())).encode())
+    args = ", ".join(f"{k}={v!r}" for k, v in case.args)
+    call = f"pa.{_ENTRY[case.kind].format(case.ndim)}(x, {args}, backend={backend!r})"
+    if case.kind == "unpool":
+        call = f"unpool the oracle's max pool (return_indices=True, {args}) of x on {backend!r}"
+    return (f"\n# failing example, paste into tests/conformance/test_fuzz.py:\n"
+            f"# {call}  with x of shape {x.shape}, {case.dtype}\n"
+            f"def test_regression_{case.kind}_{digest:08x}(backend, known_deviation):\n"
+            f"    case = {case!r}\n"
+            f"    x = arr({_literal(x)}, {case.dtype!r}, {x.shape!r})\n"
+            f"    known_deviation(tagged(case, x), backend)\n"
+            f"    {check}(case, x, backend{extra})\n")
+
+
+def _features(case: Case, x: np.ndarray) -> set[str]:
+    """The conformance feature tags this example exercises (for ``known_deviations``)."""
+    kw = case.kwargs
+    mode = kw.get("mode", "max")
+    tags = {f"{case.ndim}d", f"dtype:{case.dtype}", f"mode:{mode}",
+            f"layout:{kw['data_format']}"}
+    if case.kind != "pool":
+        tags.add(case.kind)
+    if case.gradient:
+        tags.add("gradient")
+    for flag in ("ceil_mode", "count_include_pad"):
+        if kw.get(flag):
+            tags.add(flag)
+    if kw.get("return_indices") or case.kind == "unpool":
+        tags.add("indices")
+    if np.any(np.asarray(kw.get("dilation", 1)) > 1):
+        tags.add("dilation")
+    padding = kw.get("padding")
+    if isinstance(padding, str):
+        tags.add("padding:" + padding)
+    elif padding is not None:
+        tags.add("padding:pairs" if isinstance(padding, tuple) else "padding:int")
+    if case.kind in ("pool", "unpool"):
+        spec = make_spec(**{"mode": "max", **kw}, ndim=case.ndim) if case.kind == "unpool" \
+            else make_spec(**kw, ndim=case.ndim)
+        if spec.plan(x.shape).all_padding_windows:
+            tags.add("all_padding")
+    if x.dtype.kind == "f" or case.dtype == "bfloat16":
+        xf = x.astype(np.float64)
+        if np.isnan(xf).any():
+            tags.add("nan")
+        subnormal = (xf != 0) & (np.abs(xf) < 2.0 ** _FORMAT[case.dtype][1])
+        if subnormal.any():
+            tags.add("subnormals")
+        if (np.isinf(xf) | subnormal | np.signbit(xf) & (xf == 0)).any():
+            tags.add("edge_values")
+    if mode == "max" and np.unique(x).size < x.size:
+        tags.add("ties")
+    return tags
+
+
+def tagged(case: Case, x: np.ndarray) -> SimpleNamespace:
+    """The example as the ``known_deviation`` fixture takes it (an object with features)."""
+    return SimpleNamespace(features=tuple(sorted(_features(case, x))))
+
+
+def _run(check, case: Case, x: np.ndarray, backend: str, *args, extra: str = "") -> None:
+    deviations = dispatch.load(backend).BACKEND.known_deviations
+    assume(not _features(case, x) & set(deviations))  # listed: a strict xfail in the grid
+    try:
+        check(case, x, backend, *args)
+    except Exception:
+        note(regression(case, x, backend, check.__name__, extra))
+        raise
+
+
+# ------------------------------------------------------------------ the fuzz tests
+
+
+@given(example=cases_with_inputs(pool_cases()), native=st.booleans())
+def test_pool_matches_oracle(backend, example, native):
+    case, x = example
+    _run(check_forward, case, x, backend, native, extra=f", native={native}")
+
+
+@given(example=cases_with_inputs(global_cases()), native=st.booleans())
+def test_global_matches_oracle(backend, example, native):
+    case, x = example
+    _run(check_forward, case, x, backend, native, extra=f", native={native}")
+
+
+@given(example=cases_with_inputs(adaptive_cases()), native=st.booleans())
+def test_adaptive_matches_oracle(backend, example, native):
+    case, x = example
+    _run(check_forward, case, x, backend, native, extra=f", native={native}")
+
+
+@given(example=cases_with_inputs(unpool_cases()), native=st.booleans(), own=st.booleans())
+def test_unpool_matches_oracle(backend, example, native, own):
+    case, x = example
+    if own:  # the backend's own indices and its remembered plane
+        _run(check_unpool_roundtrip, case, x, backend)
+    else:
+        _run(check_forward, case, x, backend, native, extra=f", native={native}")
+
+
+@pytest.mark.autograd
+@given(example=cases_with_inputs(pool_cases(dtypes=("float64",), for_gradient=True)),
+       seed=seeds())
+def test_pool_gradient_matches_oracle(backend, example, seed):
+    case, x = example
+    _run(check_gradient, case, x, backend, seed, extra=f", seed={seed}")
+
+
+@pytest.mark.autograd
+@given(example=cases_with_inputs(global_cases(dtypes=("float64",), for_gradient=True)
+                                 | adaptive_cases(dtypes=("float64",), for_gradient=True)),
+       seed=seeds())
+def test_family_gradient_matches_oracle(backend, example, seed):
+    case, x = example
+    _run(check_gradient, case, x, backend, seed, extra=f", seed={seed}")
+
+
+# ------------------------------------------------------------------ regressions found by fuzzing
+
+
+# pa.adaptive_pool3d(x, mode='avg', output_size=(3, None, None), ...): bins [0, 1) [0, 2) [1, 2)
+# of two infinities; the NumPy backend's masked sum made inf * 0 = NaN
+def test_regression_adaptive_92401e2c(backend, known_deviation):
+    case = Case(kind='adaptive', ndim=3, args=(('mode', 'avg'), ('output_size', (3, None, None)),
+                ('data_format', 'channels_first')), spatial=(2, 1, 1), dtype='float16',
+                values='normal', batch=(1, 1), gradient=False, features=('hypothesis',))
+    x = arr([inf, inf], 'float16', (1, 1, 2, 1, 1))
+    known_deviation(tagged(case, x), backend)
+    check_forward(case, x, backend, native=False)
