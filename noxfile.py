@@ -10,6 +10,7 @@ import json
 import os
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["lint", "tests", "integration"]
 nox.options.reuse_existing_virtualenvs = True
@@ -98,3 +99,32 @@ def bench(session: nox.Session) -> None:
                     os.path.join("benchmarks", "results", f"{backend}{suffix}.json"), *options,
                     external=True)
     session.run("python", "-m", "benchmarks.report", external=True)
+
+
+@nox.session(venv_backend="none")
+def fuzz(session: nox.Session) -> None:
+    """Differential fuzzing against the oracle (tests/conformance/test_fuzz.py, the hypothesis
+    ``fuzz`` profile: 10,000 examples per test) in every backend environment that
+    ``nox -s "tests(<backend>)"`` installed from backends/<backend>.txt. Not run by default.
+
+    ``nox -s fuzz -- torch mxnet`` limits the backends; other arguments go to pytest. A failure
+    prints the shrunk example as a regression test to paste into test_fuzz.py.
+    """
+    chosen = [a for a in session.posargs if a in BACKENDS] or BACKENDS
+    options = [a for a in session.posargs if a not in BACKENDS]
+    failed = []
+    for backend in chosen:
+        pythons = [os.path.join(".nox", name, "bin", "python")
+                   for name in (f"tests-{backend}", f"tests-backend-{backend}")]
+        python = next((p for p in pythons if os.path.exists(p)), None)
+        if python is None:
+            session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
+            continue
+        try:
+            session.run(python, "-m", "pytest", "tests/conformance/test_fuzz.py", *options,
+                        env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "fuzz"},
+                        external=True)
+        except CommandFailed:
+            failed.append(backend)
+    if failed:
+        session.error(f"fuzzing found failures on {', '.join(failed)} (regression tests above)")
