@@ -12,6 +12,7 @@ constants are cached (:class:`_Route`), so a call costs one dict lookup before t
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+from pooladapt.spec import (
+    AdaptivePlan,
+    AdaptiveSpec,
+    GlobalSpec,
+    PoolPlan,
+    PoolSpec,
+    UnpoolSpec,
+    resolve_adaptive,
+    resolve_plan,
+)
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -70,7 +80,8 @@ def _torch_pads(pads: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
 
 
 class _Route:
-    """What one plan needs from torch, decided once: native call or emulation, and constants."""
+    """What one plan needs from torch, decided once: native call or emulation, and constants
+    (built eagerly on the CPU, so a compiled graph only reads them)."""
 
     def __init__(self, plan: PoolPlan) -> None:
         spec = plan.spec
@@ -86,45 +97,102 @@ class _Route:
         # serves when it is symmetric and at most half the window; dilation sums by slices
         self.implicit_sum = implicit and fits
         self.padding = tuple(lo for lo, _ in plan.pads)
+        # plain copies of plan properties (torch.compile reads fields, not properties)
+        self.total_pads = plan.total_pads
         self.torch_pads = _torch_pads(plan.total_pads)
-        self._consts: dict[Any, torch.Tensor] = {}
+        self.channels_first = spec.channels_first
+        self.uniform_divisor = plan.uniform_divisor
+        # constants, separable per spatial dim (small tuples a compiled graph can embed)
+        self.divisor = plan.counts if spec.mode == "avg" and not plan.uniform_divisor else None
+        self.first_real = _first_real(plan) if spec.return_indices else None
+        self.built: dict[Any, torch.Tensor] = {}
 
-    def const(self, name: str, make: Callable[[], np.ndarray], like: torch.Tensor,
-              dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A per-plan constant on ``like``'s device, built once (inside a compiled graph: fresh)."""
-        key = (name, like.device, dtype)
-        t = self._consts.get(key)
-        if t is None:
-            t = torch.tensor(make().tolist(), dtype=dtype, device=like.device)
-            if not _compiling():
-                self._consts[key] = t
-        return t
 
-    def remap(self) -> np.ndarray:
-        """Flat index in the explicitly padded plane -> flat index in the input plane, or -1."""
-        plan = self.plan
-        grids = np.meshgrid(*(np.arange(-lo, n + hi) for n, (lo, hi) in
-                              zip(plan.in_size, plan.total_pads)), indexing="ij")
-        inside = np.logical_and.reduce([(g >= 0) & (g < n) for g, n in zip(grids, plan.in_size)])
-        flat = np.ravel_multi_index([np.clip(g, 0, n - 1) for g, n in zip(grids, plan.in_size)],
-                                    plan.in_size)
-        return np.where(inside, flat, -1).ravel()
+def _const(route: _Route, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Route constant ``name`` as a tensor of the output's spatial shape on ``like``'s device
+    (a function, not a method: torch.compile cannot call methods of a constant object)."""
+    per_dim = getattr(route, name)
+    if _compiling():
+        return _outer(per_dim, like.device, dtype, name == "divisor")
+    key = (name, like.device, dtype)
+    t = route.built.get(key)
+    if t is None:
+        t = route.built[key] = _outer(per_dim, like.device, dtype, name == "divisor")
+    return t
 
-    def first_real(self) -> np.ndarray:
-        """Per output cell: flat index of the window's first real cell, -1 for all padding."""
-        plan, spec = self.plan, self.plan.spec
-        per_dim = []
-        for d, n in enumerate(plan.in_size):
-            taps = [s + t * spec.dilation[d] for s in plan.window_starts(d)
-                    for t in range(spec.window[d])]
-            taps = np.asarray(taps).reshape(plan.out_size[d], spec.window[d])
-            real = (taps >= 0) & (taps < n)
-            first = np.where(real.any(1), taps[np.arange(len(taps)), real.argmax(1)], -1)
-            per_dim.append(first)
-        grids = np.meshgrid(*per_dim, indexing="ij")
-        valid = np.logical_and.reduce([g >= 0 for g in grids])
-        flat = np.ravel_multi_index([np.maximum(g, 0) for g in grids], plan.in_size)
-        return np.where(valid, flat, -1)
+
+def _outer(per_dim: tuple[tuple[int, ...], ...], device: torch.device, dtype: torch.dtype,
+           product: bool) -> torch.Tensor:
+    """Broadcast one small vector per spatial dim into a full spatial map (product or sum)."""
+    out = None
+    ndim = len(per_dim)
+    for d, values in enumerate(per_dim):
+        v = torch.tensor(values, device=device, dtype=dtype).view(
+            [-1 if i == d else 1 for i in range(ndim)])
+        out = v if out is None else (out * v if product else out + v)
+    return out
+
+
+def _first_real(plan: PoolPlan) -> tuple[tuple[int, ...], ...]:
+    """Per dim and output cell: the flat-index term of the window's first real cell (its
+    coordinate times the dim's plane stride), or a large negative number where there is none;
+    summed over dims this is the first real cell's flat index, negative for all padding."""
+    spec = plan.spec
+    none = -math.prod(plan.in_size) - 1
+    per_dim = []
+    for d, n in enumerate(plan.in_size):
+        stride = math.prod(plan.in_size[d + 1:])
+        terms = []
+        for start in plan.window_starts(d):
+            taps = [start + t * spec.dilation[d] for t in range(spec.window[d])]
+            first = next((c for c in taps if 0 <= c < n), None)
+            terms.append(none if first is None else first * stride)
+        per_dim.append(tuple(terms))
+    return tuple(per_dim)
+
+
+_ROUTES: dict[int, _Route] = {}
+
+
+@torch.compiler.assume_constant_result
+def _route(plan: PoolPlan) -> _Route:
+    """The cached route of a plan (plans are cached by the spec module, so identity holds);
+    a compile-time constant for torch.compile."""
+    route = _ROUTES.get(id(plan))
+    if route is None or route.plan is not plan:
+        if len(_ROUTES) > 4096:
+            _ROUTES.clear()
+        route = _ROUTES[id(plan)] = _Route(plan)
+    return route
+
+
+@torch.compiler.assume_constant_result
+def _route_for(spec: PoolSpec, shape: tuple[int, ...]) -> _Route:
+    return _route(spec.plan(shape))
+
+
+# torch.compile cannot pass a plan it built while tracing to a constant-result function:
+# such calls pass the spec's fields and the spatial size, and rebuild (cached) eagerly.
+def _fields(spec: Any) -> tuple:
+    return tuple(getattr(spec, name) for name in spec.__dataclass_fields__)
+
+
+@torch.compiler.assume_constant_result
+def _route_by_fields(fields: tuple, in_size: tuple[int, ...]) -> _Route:
+    return _route(resolve_plan(PoolSpec(*fields), in_size))
+
+
+@torch.compiler.assume_constant_result
+def _gather_by_fields(fields: tuple, in_size: tuple[int, ...]):
+    """Per spatial dim: flat gather indices and their (out, max_bin) shape (constants)."""
+    plan = resolve_adaptive(AdaptiveSpec(*fields), in_size)
+    return tuple((index.ravel().tolist(), index.shape) for index, _ in
+                 (plan.gather(d) for d in range(plan.spec.ndim)))
+
+
+def _static_shape(x: torch.Tensor) -> tuple[int, ...]:
+    # operator.index makes torch.compile specialise a dynamic size: plans need concrete sizes
+    return tuple(operator.index(s) for s in x.shape)
 
 
 def _lift(x: torch.Tensor, *params: tuple[int, ...], fill: tuple[int, ...]):
@@ -137,9 +205,6 @@ class TorchBackend(Backend):
     framework = "torch"
     supports_autograd = True
     known_deviations: dict[str, str] = {}
-
-    def __init__(self) -> None:
-        self._routes: dict[int, _Route] = {}
 
     def version(self) -> str:
         return torch.__version__
@@ -174,30 +239,10 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------------- pooling
 
-    def _route(self, plan: PoolPlan) -> _Route:
-        route = self._routes.get(id(plan))
-        if route is None or route.plan is not plan:
-            if len(self._routes) > 4096:
-                self._routes.clear()
-            route = self._routes[id(plan)] = _Route(plan)
-        return route
-
     def pool(self, x: torch.Tensor, plan: PoolPlan):
-        spec = plan.spec
-        route = self._route(plan)
-        cf = spec.channels_first
-        xw, restore, lowest = _widen(x)
-        xc = xw if cf else xw.movedim(-1, 1)
-        if spec.mode == "max":
-            y, idx = _max_pool(xc, route, lowest)
-        else:
-            y, idx = _sum_pool(xc, route), None
-        if restore is not None:
-            y = restore(y)
-        if not cf:
-            y = y.movedim(1, -1)
-            idx = None if idx is None else idx.movedim(1, -1)
-        return (y, idx) if spec.return_indices else y
+        if _compiling():
+            return _run_pool(x, _route_by_fields(_fields(plan.spec), plan.in_size))
+        return _run_pool(x, _route(plan))
 
     def global_pool(self, x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
         axes = spec.spatial_axes
@@ -222,7 +267,10 @@ class TorchBackend(Backend):
         xw, restore, _ = _widen(x)
         xc = xw if cf else xw.movedim(-1, 1)
         idx = None
-        if spec.mode == "avg":
+        if xc.shape[1] == 0:  # torch's pools reject zero channels: nothing to compute
+            y = xc.new_zeros((*xc.shape[:2], *plan.out_size))
+            idx = y.long()
+        elif spec.mode == "avg":
             # torch's CPU adaptive_avg_pool3d sums float16 in float16 (overflows): widen
             wide = xc.dtype in _HALF and xc.device.type == "cpu"
             y = _ADAPTIVE["avg", spec.ndim](xc.float() if wide else xc, plan.out_size)
@@ -252,19 +300,45 @@ class TorchBackend(Backend):
         ic = indices if cf else indices.movedim(-1, 1)
         n, c = yc.shape[:2]
         size = math.prod(out_size)
-        flat_i = ic.reshape(n, c, -1).long()
+        flat_i = ic.reshape(n, c, math.prod(yc.shape[2:])).long()
         if not _compiling() and flat_i.numel() and int(flat_i.max()) >= size:
             raise ValueError(f"an index ({int(flat_i.max())}) is outside the output plane "
                              f"{out_size!r}")
         # negative indices (all-padding windows) land in a spare slot that is cut off
         flat_i = torch.where(flat_i < 0, size, flat_i)
         signed = _SAME_SIZE_SIGNED.get(yc.dtype)  # torch scatters no uint16/32/64: move bits
-        src = yc.reshape(n, c, -1) if signed is None else yc.reshape(n, c, -1).view(signed)
+        src = yc.reshape(flat_i.shape)
+        src = src if signed is None else src.view(signed)
         out = src.new_zeros((n, c, size + 1)).scatter(2, flat_i, src)
         out = out[:, :, :size].reshape(n, c, *out_size)
         if signed is not None:
             out = out.view(yc.dtype)
         return out if cf else out.movedim(1, -1)
+
+
+def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
+    """Pool a torch tensor with a built spec (the layers' path: one cached lookup, no dispatch)."""
+    return _run_pool(x, _route_for(spec, _static_shape(x)))
+
+
+def _run_pool(x: torch.Tensor, route: _Route):
+    spec = route.plan.spec
+    cf = route.channels_first
+    xw, restore, lowest = _widen(x)
+    xc = xw if cf else xw.movedim(-1, 1)
+    if xc.shape[1] == 0:  # torch's pools reject zero channels: nothing to compute
+        y = xc.new_zeros((*xc.shape[:2], *route.plan.out_size))
+        idx = y.long() if spec.return_indices else None
+    elif spec.mode == "max":
+        y, idx = _max_pool(xc, route, lowest)
+    else:
+        y, idx = _sum_pool(xc, route), None
+    if restore is not None:
+        y = restore(y)
+    if not cf:
+        y = y.movedim(1, -1)
+        idx = None if idx is None else idx.movedim(1, -1)
+    return (y, idx) if spec.return_indices else y
 
 
 def _keep(y: torch.Tensor, axes: tuple[int, ...], keepdims: bool) -> torch.Tensor:
@@ -340,17 +414,30 @@ def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
         return run(xc), None
     y, idx = run(xc)
     if not route.native:
-        idx = route.const("remap", route.remap, idx, torch.int64)[idx]
+        idx = _unpad_index(idx, route)
     # A maximum equal to the lowest value ties with every cell (padding included) and torch's
     # index for it is unreliable (3-D kernels drop the depth term): the first real cell wins.
-    first = route.const("first_real", route.first_real, idx, torch.int64)
-    idx = torch.where(y == lowest, first, idx)
+    first = _const(route, "first_real", idx, torch.int64)
+    idx = torch.where(y == lowest, first.clamp(min=-1), idx)
     if xc.dtype.is_floating_point and _has_nan(y):
         _, nan_idx = run(_nan_positions(xc))
         if not route.native:
-            nan_idx = route.const("remap", route.remap, idx, torch.int64)[nan_idx]
+            nan_idx = _unpad_index(nan_idx, route)
         idx = torch.where(torch.isnan(y), nan_idx, idx)
     return y, idx
+
+
+def _unpad_index(idx: torch.Tensor, route: _Route) -> torch.Tensor:
+    """Flat index into the explicitly padded plane -> flat index into the input plane (a cell
+    in the padding is clamped to the border; such maxima are overwritten by the caller)."""
+    out = torch.zeros_like(idx)
+    stride = 1
+    for d in reversed(range(route.plan.spec.ndim)):
+        (lo, hi), n = route.total_pads[d], route.plan.in_size[d]
+        idx, coord = idx.div(n + lo + hi, rounding_mode="floor"), idx % (n + lo + hi)
+        out = out + (coord - lo).clamp(0, n - 1) * stride
+        stride *= n
+    return out
 
 
 def _sum_pool(xc: torch.Tensor, route: _Route) -> torch.Tensor:
@@ -367,7 +454,9 @@ def _sum_pool(xc: torch.Tensor, route: _Route) -> torch.Tensor:
         return y.to(xc.dtype)
     if spec.mode == "lp":
         t = _power(t, spec.p)
-    divisor = plan.uniform_divisor if spec.mode == "avg" else 1
+    # avg divides by one number (torch's divisor_override, or after the slice sums) or,
+    # where windows differ or are empty (0 / 0 is NaN), by the plan's divisor map
+    uniform = route.uniform_divisor if spec.mode == "avg" else 1
     if route.undilated:
         k, s = spec.window, spec.stride
         pad = route.padding if route.implicit_sum else (0,) * spec.ndim
@@ -377,21 +466,19 @@ def _sum_pool(xc: torch.Tensor, route: _Route) -> torch.Tensor:
         if spec.ndim == 1:
             t, k, s, pad = _lift(t, k, s, pad, fill=(1, 1, 0))
         total = _AVG[t.dim() - 2](t, k, s, pad, ceil_mode=ceil, count_include_pad=True,
-                                  divisor_override=divisor or 1)
+                                  divisor_override=uniform or 1)
         if spec.ndim == 1:
             total = total.squeeze(2)
-        if divisor:
-            divisor = 1
     else:
         total = _strided_sum(F.pad(t, route.torch_pads), plan)
+        if uniform and uniform != 1:
+            total = total / uniform
     if spec.mode == "lp":
         y = _root(total, spec.p)
-    elif divisor == 1:
+    elif not uniform:
+        y = total / _const(route, "divisor", total, total.dtype)
+    else:
         y = total
-    elif divisor:
-        y = total / divisor
-    else:  # windows differ (or are empty: 0 / 0 is NaN, as the contract says)
-        y = total / route.const("divisor", lambda: plan.divisor_map, total, total.dtype)
     return y.to(xc.dtype)
 
 
@@ -422,12 +509,14 @@ def _adaptive_gather_max(xc: torch.Tensor, plan: AdaptivePlan):
     plane = plan.in_size
     pos = torch.arange(math.prod(plane), device=xc.device).view(plane).expand(xc.shape)
     out = xc
+    # invalid slots repeat the bin's first cell: harmless for max
+    gathers = _gather_by_fields(_fields(spec), plan.in_size)
     for d in reversed(range(spec.ndim)):
         axis = 2 + d
-        index, _ = plan.gather(d)  # invalid slots repeat the bin's first cell: harmless for max
-        flat = torch.as_tensor(index.ravel(), device=xc.device)
-        taken = out.index_select(axis, flat).unflatten(axis, index.shape)
-        taken_pos = pos.index_select(axis, flat).unflatten(axis, index.shape)
+        index, shape = gathers[d]
+        flat = torch.tensor(index, device=xc.device)
+        taken = out.index_select(axis, flat).unflatten(axis, shape)
+        taken_pos = pos.index_select(axis, flat).unflatten(axis, shape)
         out, pick = taken.max(dim=axis + 1)
         pos = taken_pos.gather(axis + 1, pick.unsqueeze(axis + 1)).squeeze(axis + 1)
     return out, pos
