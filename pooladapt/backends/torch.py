@@ -33,6 +33,8 @@ from pooladapt.spec import (
 )
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_MAX_OP = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}  # no Python wrapper
+_CHANNELS_LAST_MIN = 1 << 16  # below this many elements a memory-format change costs more
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _ADAPTIVE = {("max", 1): F.adaptive_max_pool1d, ("max", 2): F.adaptive_max_pool2d,
              ("max", 3): F.adaptive_max_pool3d, ("avg", 1): F.adaptive_avg_pool1d,
@@ -44,6 +46,7 @@ _UNSIGNED_WIDE = {torch.uint16: torch.int32, torch.uint32: torch.int64}
 _SAME_SIZE_SIGNED = {torch.uint16: torch.int16, torch.uint32: torch.int32,
                      torch.uint64: torch.int64}
 _INT64_MIN = -(2**63)
+_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
 def _lowest(dtype: torch.dtype) -> float | int:
@@ -86,17 +89,32 @@ class _Route:
     def __init__(self, plan: PoolPlan) -> None:
         spec = plan.spec
         self.plan = plan
-        half_window = all(lo <= k // 2 for (lo, _), k in zip(plan.pads, spec.window))
-        implicit = plan.symmetric_pads and half_window and not plan.all_padding_windows
+        # torch pads symmetrically, at most half the window: with the plan's low pads on both
+        # sides (and torch's ceil mode where needed) its windows start where the plan's do and
+        # hold the same input cells; extra windows at the end are cropped
+        lows = tuple(lo for lo, _ in plan.pads)
+        half_window = all(lo <= k // 2 for lo, k in zip(lows, spec.window))
+        ceil, crop = _torch_windows(plan, lows) if (
+            half_window and not plan.all_padding_windows) else (None, False)
+        implicit = ceil is not None
         # avg_pool3d rejects a window larger than the unpadded input, whatever the padding
         fits = all(k <= n for k, n in zip(spec.window, plan.in_size))
         self.undilated = all(d == 1 for d in spec.dilation)
+        # torch's count_include_pad counts the padding it adds itself: both sides alike
+        same_divisor = not spec.count_include_pad or plan.symmetric_pads
         self.native = implicit and (spec.mode == "max" or (
-            spec.mode == "avg" and self.undilated and fits))
-        # lp and emulated avg sum with avg_pool(divisor_override), whose implicit zero padding
-        # serves when it is symmetric and at most half the window; dilation sums by slices
+            spec.mode == "avg" and self.undilated and fits and same_divisor))
+        # lp and other avg sum with avg_pool(divisor_override=...) and implicit zero padding
+        # where it serves, else on explicitly padded input; dilation sums by strided slices
         self.implicit_sum = implicit and fits
-        self.padding = tuple(lo for lo, _ in plan.pads)
+        self.padding = lows if implicit else (0,) * spec.ndim
+        self.ceil = bool(ceil)
+        self.crop = ((slice(None),) * 2 + tuple(slice(0, o) for o in plan.out_size)
+                     if implicit and crop else None)
+        self.max_args = (spec.window, spec.stride, self.padding if self.native else
+                         (0,) * spec.ndim, spec.dilation, self.ceil and self.native)
+        self.max_args_2d = tuple((f, *a) for f, a in zip((1, 1, 0, 1), self.max_args[:4])) + (
+            self.max_args[4],)
         # plain copies of plan properties (torch.compile reads fields, not properties)
         self.total_pads = plan.total_pads
         self.torch_pads = _torch_pads(plan.total_pads)
@@ -106,6 +124,25 @@ class _Route:
         self.divisor = plan.counts if spec.mode == "avg" and not plan.uniform_divisor else None
         self.first_real = _first_real(plan) if spec.return_indices else None
         self.built: dict[Any, torch.Tensor] = {}
+
+
+def _torch_windows(plan: PoolPlan, lows: tuple[int, ...]) -> tuple[bool | None, bool]:
+    """(torch ceil_mode, crop) with which torch's pool padded by ``lows`` on both sides
+    computes at least the plan's windows; (None, False) if it cannot."""
+    spec = plan.spec
+    for ceil in (False, True):
+        counts = []
+        for n, lo, ext, s in zip(plan.in_size, lows, spec.extent, spec.stride):
+            span = n + 2 * lo - ext
+            if span < 0:
+                return None, False
+            out = (-(-span // s) if ceil else span // s) + 1
+            if ceil and (out - 1) * s >= n + lo:
+                out -= 1
+            counts.append(out)
+        if all(c >= o for c, o in zip(counts, plan.out_size)):
+            return ceil, counts != list(plan.out_size)
+    return None, False
 
 
 def _const(route: _Route, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -123,14 +160,15 @@ def _const(route: _Route, name: str, like: torch.Tensor, dtype: torch.dtype) -> 
 
 def _outer(per_dim: tuple[tuple[int, ...], ...], device: torch.device, dtype: torch.dtype,
            product: bool) -> torch.Tensor:
-    """Broadcast one small vector per spatial dim into a full spatial map (product or sum)."""
+    """Broadcast one small vector per spatial dim into a full spatial map: their product
+    (divisors) or their sum clamped at -1 (flat indices, negative meaning none)."""
     out = None
     ndim = len(per_dim)
     for d, values in enumerate(per_dim):
         v = torch.tensor(values, device=device, dtype=dtype).view(
             [-1 if i == d else 1 for i in range(ndim)])
         out = v if out is None else (out * v if product else out + v)
-    return out
+    return out if product else out.clamp(min=-1)
 
 
 def _first_real(plan: PoolPlan) -> tuple[tuple[int, ...], ...]:
@@ -152,6 +190,7 @@ def _first_real(plan: PoolPlan) -> tuple[tuple[int, ...], ...]:
 
 
 _ROUTES: dict[int, _Route] = {}
+_SPEC_ROUTES: dict[tuple[int, torch.Size], _Route] = {}
 
 
 @torch.compiler.assume_constant_result
@@ -317,15 +356,28 @@ class TorchBackend(Backend):
 
 
 def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
-    """Pool a torch tensor with a built spec (the layers' path: one cached lookup, no dispatch)."""
-    return _run_pool(x, _route_for(spec, _static_shape(x)))
+    """Pool a torch tensor with a built spec (the layers' path: one cached lookup, no dispatch).
+
+    The shape is validated by the spec the first time it is seen."""
+    if _compiling():
+        return _run_pool(x, _route_for(spec, _static_shape(x)))
+    key = (id(spec), x.shape)
+    route = _SPEC_ROUTES.get(key)
+    if route is None or route.plan.spec is not spec:
+        if len(_SPEC_ROUTES) > 4096:
+            _SPEC_ROUTES.clear()
+        route = _SPEC_ROUTES[key] = _route(spec.plan(tuple(x.shape)))
+    return _run_pool(x, route)
 
 
 def _run_pool(x: torch.Tensor, route: _Route):
     spec = route.plan.spec
     cf = route.channels_first
-    xw, restore, lowest = _widen(x)
-    xc = xw if cf else xw.movedim(-1, 1)
+    if x.dtype in _UNSIGNED:
+        x, restore, lowest = _widen(x)
+    else:
+        restore, lowest = None, _lowest(x.dtype)
+    xc = x if cf else x.movedim(-1, 1)
     if xc.shape[1] == 0:  # torch's pools reject zero channels: nothing to compute
         y = xc.new_zeros((*xc.shape[:2], *route.plan.out_size))
         idx = y.long() if spec.return_indices else None
@@ -379,52 +431,58 @@ def _nan_positions(x: torch.Tensor) -> torch.Tensor:
 
 
 def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
-    spec = route.plan.spec
-    want_idx = spec.return_indices
-    k, s, d = spec.window, spec.stride, spec.dilation
-    pad = route.padding if route.native else (0,) * spec.ndim
-    ceil = spec.ceil_mode and route.native
-
-    def run(t: torch.Tensor):
-        if not route.native:
-            t = F.pad(t, route.torch_pads, value=lowest)
-        kk, ss, pp, dd = k, s, pad, d
-        lifted = spec.ndim == 1 and (not t.dtype.is_floating_point or not t.is_contiguous())
-        if lifted:
-            t, kk, ss, pp, dd = _lift(t, k, s, pad, d, fill=(1, 1, 0, 1))
-        fmt = _CHANNELS_LAST.get(t.dim())
-        back = None
-        if t.dtype in (torch.int8, torch.uint8) and fmt is not None and (
-                t.is_contiguous(memory_format=fmt) or not t.is_contiguous()):
-            # torch's channels_last int8 kernels index planes with int8 (fail above 127 cells)
-            t = t.clone(memory_format=torch.contiguous_format)
-        elif fmt is not None and t.device.type == "cpu" and t.is_contiguous() and (
-                t.dtype.is_floating_point and not t.is_contiguous(memory_format=fmt)):
-            # torch's CPU max pool is several times faster in channels_last memory format,
-            # conversion included; the result goes back to the caller's format
-            t, back = t.contiguous(memory_format=fmt), torch.contiguous_format
-        out = _MAX[t.dim() - 2](t, kk, ss, pp, dd, ceil_mode=ceil, return_indices=want_idx)
-        if back is not None:
-            out = tuple(o.contiguous() for o in out) if want_idx else out.contiguous()
-        if lifted:
-            out = tuple(o.squeeze(2) for o in out) if want_idx else out.squeeze(2)
-        return out
-
-    if not want_idx:
-        return run(xc), None
-    y, idx = run(xc)
+    if not route.plan.spec.return_indices:
+        return _max_call(xc, route, False, lowest), None
+    y, idx = _max_call(xc, route, True, lowest)
     if not route.native:
         idx = _unpad_index(idx, route)
     # A maximum equal to the lowest value ties with every cell (padding included) and torch's
     # index for it is unreliable (3-D kernels drop the depth term): the first real cell wins.
-    first = _const(route, "first_real", idx, torch.int64)
-    idx = torch.where(y == lowest, first.clamp(min=-1), idx)
+    idx = torch.where(y == lowest, _const(route, "first_real", idx, torch.int64), idx)
     if xc.dtype.is_floating_point and _has_nan(y):
-        _, nan_idx = run(_nan_positions(xc))
+        _, nan_idx = _max_call(_nan_positions(xc), route, True, lowest)
         if not route.native:
             nan_idx = _unpad_index(nan_idx, route)
         idx = torch.where(torch.isnan(y), nan_idx, idx)
     return y, idx
+
+
+def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | int):
+    """One torch max pool of the route's geometry on ``t`` (NC*), padded explicitly where the
+    plan needs it, in the memory format torch's kernels handle best."""
+    if not route.native:
+        t = F.pad(t, route.torch_pads, value=lowest)
+    args = route.max_args
+    lifted = t.dim() == 3 and (not t.dtype.is_floating_point or not t.is_contiguous())
+    if lifted:  # torch's 1-D max pool takes no integers and copies strided input
+        t, args = t.unsqueeze(2), route.max_args_2d
+    back = False
+    if t.dim() > 3 and t.numel() > 127:
+        fmt = _CHANNELS_LAST[t.dim()]
+        if t.dtype in (torch.int8, torch.uint8):
+            if t.is_contiguous(memory_format=fmt) or not t.is_contiguous():
+                # torch's channels_last int8 kernels index planes with int8: above 127 cells
+                # they fail
+                t = t.clone(memory_format=torch.contiguous_format)
+        elif (t.numel() >= _CHANNELS_LAST_MIN and t.device.type == "cpu" and t.is_contiguous()
+              and t.dtype.is_floating_point and not t.is_contiguous(memory_format=fmt)):
+            # torch's CPU max pool is several times faster in channels_last memory format,
+            # conversion included; the result goes back to the caller's format
+            t, back = t.contiguous(memory_format=fmt), True
+    crop = route.crop if route.native else None
+    if want_idx:
+        out = _MAX[t.dim() - 2](t, *args[:4], ceil_mode=args[4], return_indices=True)
+        if back:
+            out = tuple(o.contiguous() for o in out)
+        if lifted:
+            out = tuple(o.squeeze(2) for o in out)
+        return out if crop is None else tuple(o[crop] for o in out)
+    out = _MAX_OP[t.dim() - 2](t, *args)
+    if back:
+        out = out.contiguous()
+    if lifted:
+        out = out.squeeze(2)
+    return out if crop is None else out[crop]
 
 
 def _unpad_index(idx: torch.Tensor, route: _Route) -> torch.Tensor:
@@ -442,15 +500,13 @@ def _unpad_index(idx: torch.Tensor, route: _Route) -> torch.Tensor:
 
 def _sum_pool(xc: torch.Tensor, route: _Route) -> torch.Tensor:
     plan, spec = route.plan, route.plan.spec
-    half = xc.dtype in _HALF
-    if route.native and not (half and spec.ndim == 3 and xc.device.type == "cpu"):
-        # avg, divisor rule included (torch's CPU avg_pool3d has no float16/bfloat16 kernel)
-        return _AVG[spec.ndim](xc, spec.window, spec.stride, route.padding,
-                               ceil_mode=spec.ceil_mode, count_include_pad=spec.count_include_pad)
-    t = xc.to(torch.float32) if half else xc
-    if route.native:
-        y = _AVG[spec.ndim](t, spec.window, spec.stride, route.padding,
-                            ceil_mode=spec.ceil_mode, count_include_pad=spec.count_include_pad)
+    # float16/bfloat16 sum in float32 (torch's CPU avg_pool3d has no kernel for them at all)
+    t = xc.to(torch.float32) if xc.dtype in _HALF and (
+        not route.native or (spec.ndim == 3 and xc.device.type == "cpu")) else xc
+    if route.native:  # avg, divisor rule included
+        y = _AVG[spec.ndim](t, spec.window, spec.stride, route.padding, ceil_mode=route.ceil,
+                            count_include_pad=spec.count_include_pad)
+        y = y if route.crop is None else y[route.crop]
         return y.to(xc.dtype)
     if spec.mode == "lp":
         t = _power(t, spec.p)
@@ -459,16 +515,18 @@ def _sum_pool(xc: torch.Tensor, route: _Route) -> torch.Tensor:
     uniform = route.uniform_divisor if spec.mode == "avg" else 1
     if route.undilated:
         k, s = spec.window, spec.stride
-        pad = route.padding if route.implicit_sum else (0,) * spec.ndim
-        ceil = spec.ceil_mode and route.implicit_sum
+        pad, ceil, crop = route.padding, route.ceil, route.crop
         if not route.implicit_sum:
             t = F.pad(t, route.torch_pads)
+            pad, ceil, crop = (0,) * spec.ndim, False, None
         if spec.ndim == 1:
             t, k, s, pad = _lift(t, k, s, pad, fill=(1, 1, 0))
         total = _AVG[t.dim() - 2](t, k, s, pad, ceil_mode=ceil, count_include_pad=True,
                                   divisor_override=uniform or 1)
         if spec.ndim == 1:
             total = total.squeeze(2)
+        if crop is not None:
+            total = total[crop]
     else:
         total = _strided_sum(F.pad(t, route.torch_pads), plan)
         if uniform and uniform != 1:
