@@ -180,7 +180,7 @@ def test_signed_zero_tie_sends_the_gradient_to_the_first(backend, deviation):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_subnormals_are_not_flushed(backend, deviation, dtype):
-    deviation(backend, "edge_values", "subnormals", f"dtype:{dtype}")
+    deviation(backend, "edge_values", "subnormals", f"subnormals:{dtype}", f"dtype:{dtype}")
     t = TINY[dtype]
     x = ncw([2 * t, 4 * t, 0.0, t, 6 * t, 8 * t], dtype)
     y, idx = call(backend, "pool1d", x, "max", 2, data_format="NCW", return_indices=True)

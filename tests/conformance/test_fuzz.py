@@ -263,7 +263,7 @@ def _features(case: Case, x: np.ndarray) -> set[str]:
             tags.add("nan")
         subnormal = (xf != 0) & (np.abs(xf) < 2.0 ** _FORMAT[case.dtype][1])
         if subnormal.any():
-            tags.add("subnormals")
+            tags.update(("subnormals", f"subnormals:{case.dtype}"))
         if (np.isinf(xf) | subnormal | np.signbit(xf) & (xf == 0)).any():
             tags.add("edge_values")
     if mode == "max" and np.unique(x).size < x.size:
