@@ -7,9 +7,11 @@ never for the gradient), so channels-first input is transposed in and out. A pla
 call; anything else is padded explicitly (-inf or the dtype minimum for max, zeros for sums),
 pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here:
 
-* MaxPool drops NaN (an all-NaN window gives -3.4e38 eager, -inf under XLA) and, as every
-  TF CPU kernel (XLA included), flushes subnormals to zero. When the input holds either,
-  the max is redone on integer order keys of the floats, which is exact (one ``tf.cond``).
+* MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf window
+  gives -3.4e38 eager) and, as every TF CPU kernel (XLA included), flushes subnormals to
+  zero. When the input holds a NaN, an infinity or a subnormal, the max is redone on integer
+  order keys of the floats, which is exact (one ``tf.cond``). Average and lp pooling of
+  subnormals stay flushed: no TF float arithmetic or cast keeps them.
 * MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
   and integers: 3-D pooling runs as two 2-D pools, (H, W) then D, which keeps the first-
   maximum gradient rule and every dtype.
@@ -24,6 +26,7 @@ pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -54,6 +57,11 @@ def _from_last(x: tf.Tensor, channels_first: bool) -> tf.Tensor:
     return tf.transpose(x, [0, rank - 1, *range(1, rank - 1)])
 
 
+def _batch(x: tf.Tensor) -> tf.Tensor:
+    """The (possibly dynamic) batch size; int64, as a plane may hold 2**31 cells."""
+    return tf.shape(x, out_type=tf.int64)[0]
+
+
 def _lowest(dtype: tf.DType):
     return dtype.min if dtype.is_integer else -np.inf
 
@@ -72,13 +80,13 @@ def _native(x: tf.Tensor, kind: str, window, stride, padding: str, dilation) -> 
                     padding, dilation)
         return tf.bitcast(tf.bitwise.bitwise_xor(y, flip), x.dtype)
     if len(window) == 3:
-        _, d, h, w, c = x.shape
-        y = _native(tf.reshape(x, [-1, h, w, c]), kind, window[1:], stride[1:], padding,
+        n, (d, h, w, c) = _batch(x), x.shape[1:]
+        y = _native(tf.reshape(x, [n * d, h, w, c]), kind, window[1:], stride[1:], padding,
                     dilation[1:])
         ho, wo = y.shape[1:3]
-        y = _native(tf.reshape(y, [-1, d, ho * wo, c]), kind, (window[0], 1), (stride[0], 1),
+        y = _native(tf.reshape(y, [n, d, ho * wo, c]), kind, (window[0], 1), (stride[0], 1),
                     padding, (dilation[0], 1))
-        return tf.reshape(y, [-1, y.shape[1], ho, wo, c])
+        return tf.reshape(y, [n, y.shape[1], ho, wo, c])
     if any(r > 1 for r in dilation):
         y = tf.nn.pool(x, window, kind, strides=[1] * len(window), padding=padding,
                        dilations=dilation)
@@ -112,10 +120,11 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
     """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), exact for floats.
 
-    TF's MaxPool drops NaN (an all-NaN window gives -3.4e38 eager, -inf under XLA) and, as
-    every TF CPU kernel, flushes subnormals to zero. Only when ``x`` holds either is the pool
-    redone on the floats' order keys (integers, exact); the windows it corrects carry no
-    gradient, the others keep the native one (first maximum).
+    TF's MaxPool drops NaN, starts from the lowest finite value (so an all-NaN or all -inf
+    window gives -3.4e38, -inf under XLA) and, as every TF CPU kernel, flushes subnormals to
+    zero. Only when ``x`` holds one of these is the pool redone on the floats' order keys
+    (integers, exact); the windows it corrects carry no gradient, the others keep the native
+    one (first maximum).
     """
     y = window_max(x, None)
     if not x.dtype.is_floating:
@@ -185,12 +194,15 @@ _MANTISSA = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
 
 
 def _has_special(x: tf.Tensor) -> tf.Tensor:
-    """True if the float tensor ``x`` holds a NaN or a subnormal."""
+    """True if the float tensor ``x`` holds a NaN, an infinity or a subnormal: reductions,
+    and one elementwise op."""
     width, mantissa = 8 * x.dtype.size, _MANTISSA[x.dtype.name]
-    bits = tf.bitcast(x, _BITS[x.dtype.size])
-    magnitude = tf.bitwise.bitwise_and(bits, (1 << (width - 1)) - 1)
-    inf = ((1 << (width - 1 - mantissa)) - 1) << mantissa
-    return tf.reduce_any((magnitude > inf) | ((magnitude > 0) & (magnitude < 1 << mantissa)))
+    below = tf.bitcast(x, _BITS[x.dtype.size]) - 1  # +0.0 is -1: the largest unsigned
+    unsigned = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[x.dtype.size]
+    first_normal = (1 << mantissa) - 1
+    return (~tf.math.is_finite(tf.reduce_max(x)) | ~tf.math.is_finite(tf.reduce_min(x))
+            | (tf.reduce_min(tf.bitcast(below, unsigned)) < first_normal)  # positive subnormal
+            | (tf.reduce_min(below) < -(1 << (width - 1)) + first_normal))  # negative one
 
 
 def _order_key(t: tf.Tensor) -> tf.Tensor:
@@ -217,8 +229,8 @@ def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.
     value is gathered at that index, so its gradient is exact."""
     nd = len(out_size)
     xc = x if channels_first else tf.transpose(x, [0, nd + 1, *range(1, nd + 1)])
-    channels, plane = xc.shape[1], math.prod(xc.shape[2:])
-    xc = tf.reshape(xc, [-1, channels, plane])
+    n, channels, plane = _batch(xc), xc.shape[1], math.prod(xc.shape[2:])
+    xc = tf.reshape(xc, [n, channels, plane])
     taps = tf.gather(xc, tf.constant(table), axis=2)  # (N, C, windows, cells)
     ok = tf.constant(valid)
     keys = _order_key(taps) if x.dtype.is_floating else taps  # a NaN is the top key
@@ -229,7 +241,7 @@ def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.
     idx = tf.where(first == plane, tf.constant(-1, tf.int64), first)
     y = tf.gather(xc, tf.maximum(idx, 0), batch_dims=2)
     y = tf.where(idx < 0, tf.constant(_lowest(x.dtype), x.dtype), y)
-    shape = [-1, channels, *out_size]
+    shape = [n, channels, *out_size]
     y, idx = tf.reshape(y, shape), tf.reshape(idx, shape)
     if not channels_first:
         perm = [0, *range(2, nd + 2), 1]
@@ -237,10 +249,83 @@ def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.
     return y, idx
 
 
+_FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) flush subnormals to zero, so an "
+            "average or lp result below the smallest normal float comes out 0 (float16 is "
+            "exact: it is computed in float32; max and indices are exact)")
+
+
+def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
+    """Max pooling with per-plane indices of the first maximum. Fast path: the native max,
+    then, tap by tap in reverse window order, the index of a cell equal to it (the last write
+    is the first maximum); it is exact when every window holds a real cell and the floats hold
+    no NaN, infinity or subnormal. Otherwise the gather path (:func:`_first_max`)."""
+    spec = plan.spec
+    cf = spec.channels_first
+
+    def gather():
+        table, valid = _pool_table(plan)
+        return _first_max(x, cf, table, valid, plan.out_size)
+
+    if not x.dtype.is_floating or plan.all_padding_windows or math.prod(plan.in_size) >= 2**30:
+        return gather()
+
+    def taps():
+        xl = _to_last(x, cf)
+        y = _reduce(xl, plan, "MAX", _is_tf_same(plan))
+        pads, lengths, taps = _tap_views(plan)
+        # padded so that every dim splits into (length / stride, stride): a tap's cells are
+        # then a plain slice at one phase, not a (slow) strided slice
+        grid = tf.pad(xl, [(0, 0), *pads, (0, 0)], constant_values=-np.inf)
+        grid = grid[(slice(None), *(slice(0, n) for n in lengths))]
+        grid = tf.reshape(grid, [_batch(xl), *(v for n, s in zip(lengths, spec.stride)
+                                               for v in (n // s, s)), xl.shape[-1]])
+        # the first maximum has the smallest offset: keep the largest (top - offset) that matches
+        top = max(offset for _, offset in taps) + 1
+        best = tf.zeros_like(y, tf.int32)
+        for view, offset in taps:
+            best = tf.maximum(best, tf.cast(tf.equal(grid[view], y), tf.int32) * (top - offset))
+        base = tf.constant(_window_base(plan)[None, ..., None])
+        idx = base + tf.cast(top - best, tf.int64)
+        return _from_last(y, cf), _from_last(idx, cf)
+
+    return tf.cond(_has_special(x), gather, taps)
+
+
+@lru_cache(maxsize=256)
+def _tap_views(plan: PoolPlan):
+    """Pads and lengths of the phase grid of :func:`_max_with_indices`, and for every tap in
+    row-major window order: (its cells as an index into the grid, its offset in the plane
+    from the window's first cell, which grows with the tap)."""
+    spec = plan.spec
+    pads, lengths, per_dim = [], [], []
+    for d in range(spec.ndim):
+        k, r, s, o = spec.window[d], spec.dilation[d], spec.stride[d], plan.out_size[d]
+        lo, hi = plan.total_pads[d]
+        length = s * ((k - 1) * r // s + o)
+        pads.append((lo, hi + max(0, length - (plan.in_size[d] + lo + hi))))
+        lengths.append(length)
+        per_dim.append([((slice(t * r // s, t * r // s + o), t * r % s),
+                         t * r * math.prod(plan.in_size[d + 1:])) for t in range(k)])
+    taps = [((slice(None), *(i for part, _ in combo for i in part), slice(None)),
+             sum(offset for _, offset in combo)) for combo in itertools.product(*per_dim)]
+    return tuple(pads), tuple(lengths), taps
+
+
+@lru_cache(maxsize=256)
+def _window_base(plan: PoolPlan) -> np.ndarray:
+    """Per-plane flat index of every window's first tap (negative inside the padding)."""
+    base = np.zeros((), np.int64)
+    for d in range(plan.spec.ndim):
+        starts = np.asarray(plan.window_starts(d), np.int64)
+        base = np.add.outer(base, starts * math.prod(plan.in_size[d + 1:]))
+    return base
+
+
 class TensorflowBackend(Backend):
     name = "tensorflow"
     framework = "tensorflow"
     supports_autograd = True
+    known_deviations = {f"subnormals:{d}": _FLUSHED for d in ("bfloat16", "float32", "float64")}
 
     def version(self) -> str:
         return tf.__version__
@@ -261,8 +346,7 @@ class TensorflowBackend(Backend):
         spec = plan.spec
         cf = spec.channels_first
         if spec.return_indices:
-            table, valid = _pool_table(plan)
-            return _first_max(x, cf, table, valid, plan.out_size)
+            return _max_with_indices(x, plan)
         xl = _to_last(x, cf)
         if spec.mode == "max":
             same = _is_tf_same(plan)
@@ -329,9 +413,9 @@ class TensorflowBackend(Backend):
         nd = spec.ndim
         yc = y if cf else tf.transpose(y, [0, nd + 1, *range(1, nd + 1)])
         ic = indices if cf else tf.transpose(indices, [0, nd + 1, *range(1, nd + 1)])
-        channels, size = yc.shape[1], math.prod(out_size)
-        rows = tf.reshape(yc, [-1, math.prod(yc.shape[2:])])
-        flat = tf.reshape(tf.cast(ic, tf.int64), tf.shape(rows))
+        n, channels, size = _batch(yc), yc.shape[1], math.prod(out_size)
+        rows = tf.reshape(yc, [n * channels, math.prod(yc.shape[2:])])
+        flat = tf.reshape(tf.cast(ic, tf.int64), tf.shape(rows, out_type=tf.int64))
         if tf.executing_eagerly() and flat.shape.num_elements():
             top = int(tf.reduce_max(flat))
             if top >= size:
@@ -343,7 +427,7 @@ class TensorflowBackend(Backend):
         # an update, not a sum: overlapping windows may repeat an index (with the same value)
         out = tf.tensor_scatter_nd_update(tf.zeros(tf.stack([n_rows, size + 1]), rows.dtype),
                                           tf.stack([row_id, flat], axis=-1), rows)
-        out = tf.reshape(out[:, :size], [-1, channels, *out_size])
+        out = tf.reshape(out[:, :size], [n, channels, *out_size])
         return out if cf else tf.transpose(out, [0, *range(2, nd + 2), 1])
 
     def vjp(self, fn: Callable[[Any], Any], x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
