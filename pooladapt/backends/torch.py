@@ -229,7 +229,7 @@ def _gather_by_fields(fields: tuple, in_size: tuple[int, ...]):
                  (plan.gather(d) for d in range(plan.spec.ndim)))
 
 
-def _static_shape(x: torch.Tensor) -> tuple[int, ...]:
+def static_shape(x: torch.Tensor) -> tuple[int, ...]:
     # operator.index makes torch.compile specialise a dynamic size: plans need concrete sizes
     return tuple(operator.index(s) for s in x.shape)
 
@@ -360,7 +360,7 @@ def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
 
     The shape is validated by the spec the first time it is seen."""
     if _compiling():
-        return _run_pool(x, _route_for(spec, _static_shape(x)))
+        return _run_pool(x, _route_for(spec, static_shape(x)))
     key = (id(spec), x.shape)
     route = _SPEC_ROUTES.get(key)
     if route is None or route.plan.spec is not spec:
