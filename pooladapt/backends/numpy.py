@@ -389,7 +389,7 @@ class NumpyBackend(Backend):
 
     @staticmethod
     def _spatial_view(a: np.ndarray, spec) -> np.ndarray:
-        return a[None, None] if spec.channels_first else a[None, ..., None]
+        return a[None, None] if spec.data_format == "channels_first" else a[None, ..., None]
 
     def _max_indices(self, x: np.ndarray, plan: PoolPlan, out: np.ndarray,
                      idx: np.ndarray) -> None:
@@ -445,15 +445,19 @@ class NumpyBackend(Backend):
         if plan.uniform:
             # every bin is the same window: a plain strided pool, same values and indices
             return self.pool(x, plan.as_pool_spec().plan(x.shape))
-        if spec.mode == "avg":
-            out = x.astype(_acc_dtype(x.dtype))
+        if spec.mode == "avg" or not spec.return_indices:
+            # bins tap by tap, one dim at a time (outermost first): tap t of every bin is
+            # one gather along the dim, added (or maxed) into the bins it belongs to
+            avg = spec.mode == "avg"
+            acc = _acc_dtype(x.dtype) if avg or _half(x.dtype) else x.dtype
+            out = x
             for d, axis in enumerate(spec.spatial_axes):
-                index, valid = plan.gather(d)
-                taken = np.take(out, index, axis=axis)  # (..., out, width, ...)
-                trailing = (1,) * (x.ndim - axis - 1)
-                mask = valid.reshape(valid.shape + trailing)
-                count = valid.sum(axis=1).reshape((-1,) + trailing)
-                out = np.sum(taken * mask, axis=axis + 1) / count
+                out = self._bins(out, plan, d, axis, np.add if avg else np.maximum, acc)
+            if avg:
+                counts = np.ones((), dtype=acc)
+                for st, en in zip(plan.starts, plan.ends):
+                    counts = np.multiply.outer(counts, np.subtract(en, st, dtype=acc))
+                out /= self._spatial_view(counts, spec)
             return out.astype(x.dtype, copy=False)
         flat = self._flat_index(x.shape, spec.spatial_axes)
         out = x
@@ -469,6 +473,21 @@ class NumpyBackend(Backend):
             flat = np.take_along_axis(np.broadcast_to(taken_flat, taken.shape), pick,
                                       axis=axis + 1).squeeze(axis + 1)
         return (out, flat) if spec.return_indices else out
+
+    @staticmethod
+    def _bins(a: np.ndarray, plan: AdaptivePlan, d: int, axis: int, op, acc) -> np.ndarray:
+        starts = np.asarray(plan.starts[d])
+        widths = np.asarray(plan.ends[d]) - starts
+        out = np.take(a, starts, axis=axis).astype(acc, copy=False)
+        for t in range(1, int(widths.max())):
+            bins = np.flatnonzero(widths > t)
+            cells = np.take(a, starts[bins] + t, axis=axis)
+            if len(bins) == len(starts):
+                op(out, cells, out=out)
+            else:
+                ix = _at(axis, bins)
+                out[ix] = op(out[ix], cells)
+        return out
 
     @staticmethod
     def _flat_index(shape, axes) -> np.ndarray:

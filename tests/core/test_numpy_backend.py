@@ -192,6 +192,28 @@ def test_blocks_split_batch_then_channels_then_rows(budget, want, monkeypatch):
     assert list(nb._blocks(plan, (4, 6, 20, 20), 4)) == want
 
 
+@pytest.mark.parametrize(("ndim", "shape", "size"), [
+    (1, (2, 3, 50), 7), (2, (2, 13, 13, 5), (7, 5)), (2, (2, 4, 9, 20), (4, 6)),
+    (3, (1, 3, 7, 9, 8), (3, 4, 5)),
+])
+@pytest.mark.parametrize(("mode", "dtype"), [("max", "float32"), ("max", "float16"),
+                                           ("max", "int8"), ("avg", "float32"),
+                                           ("avg", "float16")])
+def test_non_uniform_adaptive_matches_the_oracle(ndim, shape, size, mode, dtype):
+    fmt = "channels_first" if shape[1] < shape[-1] else "channels_last"
+    x = RNG.integers(-100, 100, shape).astype(dtype) if dtype == "int8" else _data(
+        shape, dtype=np.dtype(dtype), nan=mode == "max")
+    want = oracle.adaptive_pool(x, make_adaptive_spec(mode, size, ndim=ndim, data_format=fmt))
+    fn = {1: pa.adaptive_pool1d, 2: pa.adaptive_pool2d, 3: pa.adaptive_pool3d}[ndim]
+    got = fn(x, mode, size, data_format=fmt, backend="numpy")
+    assert got.dtype == x.dtype
+    if mode == "max":
+        np.testing.assert_array_equal(got, want.astype(x.dtype))
+    else:
+        tol = 2e-3 if dtype == "float16" else 2e-5
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol)
+
+
 def test_uniform_adaptive_equals_the_oracle_with_indices():
     x = _data((2, 3, 12, 18), nan=True)
     spec = make_adaptive_spec("max", (4, 6), ndim=2, data_format="channels_first",
