@@ -8,9 +8,13 @@ of the pass's source combined in place into its destination, so a k x k window c
 slice operations instead of k*k. Taps that land in padding are simply not read, so no padded
 copy is made and padding can never win a max.
 
-The work runs in blocks of batch items and rows of the outermost spatial dim, sized so that
-the intermediate of a block (about ``_BLOCK_BYTES``) stays in cache: peak memory is the
-output plus a block, and the passes run from cache instead of main memory.
+Speed (docs/benchmarks.md): the work runs in blocks of batch items, channels (when they come
+first) and outer-dim rows, sized so a block's intermediates stay in cache; peak memory is
+the output plus a few blocks. A pass whose slices would be short strided runs (the inner
+dims of NCHW, the width of NHWC) first splits its source by stride phase into contiguous
+buffers, so every tap becomes one long contiguous op. Large jobs spread their blocks over a
+thread pool (NumPy releases the GIL in its loops; ``POOLADAPT_NUMPY_THREADS`` caps it).
+16-bit floats go through float32, where NumPy's loops are vectorised; max stays exact.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from pooladapt.backends.base import FEATURES, NATIVE, Backend
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
-_BLOCK_BYTES = 1 << 20  # a block's largest intermediate; about one core's L2 cache
+_BLOCK_BYTES = 1 << 21  # a block's largest intermediate (measured best; L2 is 1 MiB a core)
 _SHORT_RUN = 1024  # a pass whose trailing run is shorter uses stride phases (_phase_reduce)
 _PHASE_MIN = 1 << 14  # ... if its source is at least this large (else a few slices are cheaper)
 _PARALLEL_BYTES = 1 << 22  # outputs at least this large are pooled on all cores
