@@ -2,9 +2,9 @@
 
 Hypothesis draws the spec and the input (``pooladapt.strategies.inputs``: a seeded base with
 a few cells set to NaN, +-inf, +-0.0, subnormals, large values or integer extremes), so a
-failure shrinks to a small spec and the special cells that matter. The default test run uses
-the bounded ``ci`` profile; ``nox -s fuzz`` runs the ``fuzz`` profile (10,000 examples per
-test and backend). A failure prints the shrunk example as a ready-to-paste regression test:
+failure shrinks to a small spec and the special cells that matter. The default test run draws
+a quarter of the ``ci`` profile's examples (30 per test); ``nox -s fuzz`` runs the ``fuzz``
+profile (10,000 examples per test and backend). A failure prints the shrunk example as a ready-to-paste regression test:
 paste it at the end of this module, where the helpers it calls live.
 
 Max, indices, integers and unpooling must be bit-exact. avg and lp may differ from the exact
@@ -17,12 +17,13 @@ accumulation, a wrong divisor or a padded cell counted breaks the bound by order
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, note
+from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 import pooladapt as pa
@@ -288,25 +289,36 @@ def _run(check, case: Case, x: np.ndarray, backend: str, *args, extra: str = "")
 
 # ------------------------------------------------------------------ the fuzz tests
 
+# Outside ``nox -s fuzz`` these tests take a quarter of the profile's examples: JAX compiles
+# every new shape, so the bounded run would otherwise add minutes to a backend's test session.
+FULL = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+bounded = settings(max_examples=settings().max_examples if FULL
+                   else max(10, settings().max_examples // 4))
 
+
+
+@bounded
 @given(example=cases_with_inputs(pool_cases()), native=st.booleans())
 def test_pool_matches_oracle(backend, example, native):
     case, x = example
     _run(check_forward, case, x, backend, native, extra=f", native={native}")
 
 
+@bounded
 @given(example=cases_with_inputs(global_cases()), native=st.booleans())
 def test_global_matches_oracle(backend, example, native):
     case, x = example
     _run(check_forward, case, x, backend, native, extra=f", native={native}")
 
 
+@bounded
 @given(example=cases_with_inputs(adaptive_cases()), native=st.booleans())
 def test_adaptive_matches_oracle(backend, example, native):
     case, x = example
     _run(check_forward, case, x, backend, native, extra=f", native={native}")
 
 
+@bounded
 @given(example=cases_with_inputs(unpool_cases()), native=st.booleans(), own=st.booleans())
 def test_unpool_matches_oracle(backend, example, native, own):
     case, x = example
@@ -317,6 +329,7 @@ def test_unpool_matches_oracle(backend, example, native, own):
 
 
 @pytest.mark.autograd
+@bounded
 @given(example=cases_with_inputs(pool_cases(dtypes=("float64",), for_gradient=True)),
        seed=seeds())
 def test_pool_gradient_matches_oracle(backend, example, seed):
@@ -325,6 +338,7 @@ def test_pool_gradient_matches_oracle(backend, example, seed):
 
 
 @pytest.mark.autograd
+@bounded
 @given(example=cases_with_inputs(global_cases(dtypes=("float64",), for_gradient=True)
                                  | adaptive_cases(dtypes=("float64",), for_gradient=True)),
        seed=seeds())
