@@ -9,7 +9,7 @@ pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here
 
 * MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf window
   gives -3.4e38 eager) and, as every TF CPU kernel (XLA included), flushes subnormals to
-  zero. When the input holds a NaN, an infinity or a subnormal, the max is redone on integer
+  zero. When the input holds a NaN, -inf or a subnormal, the max is redone on integer
   order keys of the floats, which is exact (one ``tf.cond``). Average and lp pooling of
   subnormals stay flushed: no TF float arithmetic or cast keeps them.
 * MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
@@ -71,8 +71,9 @@ def _spatial_const(a: np.ndarray, dtype: tf.DType) -> tf.Tensor:
     return tf.constant(a[None, ..., None], dtype=dtype)
 
 
-def _native(x: tf.Tensor, kind: str, window, stride, padding: str, dilation) -> tf.Tensor:
-    """tf.nn pooling of a channels-last tensor; ``kind`` is "MAX" or "AVG"."""
+def _native(x: tf.Tensor, kind: str, window, stride, padding, dilation) -> tf.Tensor:
+    """tf.nn pooling of a channels-last tensor; ``kind`` is "MAX" or "AVG"; ``padding`` is
+    "SAME", "VALID" or, for max without dilation, explicit ``(low, high)`` pairs."""
     if x.dtype in (tf.uint32, tf.uint64):
         signed = tf.int32 if x.dtype == tf.uint32 else tf.int64
         flip = tf.constant(signed.min, signed)
@@ -81,16 +82,19 @@ def _native(x: tf.Tensor, kind: str, window, stride, padding: str, dilation) -> 
         return tf.bitcast(tf.bitwise.bitwise_xor(y, flip), x.dtype)
     if len(window) == 3:
         n, (d, h, w, c) = _batch(x), x.shape[1:]
-        y = _native(tf.reshape(x, [n * d, h, w, c]), kind, window[1:], stride[1:], padding,
-                    dilation[1:])
+        explicit = not isinstance(padding, str)
+        y = _native(tf.reshape(x, [n * d, h, w, c]), kind, window[1:], stride[1:],
+                    padding[1:] if explicit else padding, dilation[1:])
         ho, wo = y.shape[1:3]
         y = _native(tf.reshape(y, [n, d, ho * wo, c]), kind, (window[0], 1), (stride[0], 1),
-                    padding, (dilation[0], 1))
+                    (padding[0], (0, 0)) if explicit else padding, (dilation[0], 1))
         return tf.reshape(y, [n, y.shape[1], ho, wo, c])
     if any(r > 1 for r in dilation):
         y = tf.nn.pool(x, window, kind, strides=[1] * len(window), padding=padding,
                        dilations=dilation)
         return y[(slice(None), *(slice(None, None, s) for s in stride))]
+    if not isinstance(padding, str):
+        padding = [(0, 0), *padding, (0, 0)]
     pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
     return pool(x, window, stride, padding)
 
@@ -110,6 +114,11 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
     spec = plan.spec
     if same:
         return _native(x, kind, spec.window, spec.stride, "SAME", spec.dilation)
+    if (kind == "MAX" and plan.has_padding and tf.executing_eagerly()
+            and all(r == 1 and hi < k for r, k, (_, hi) in
+                    zip(spec.dilation, spec.window, plan.total_pads))):
+        # MaxPool's own explicit padding (no copy); XLA has none, so eager only
+        return _native(x, kind, spec.window, spec.stride, plan.total_pads, spec.dilation)
     if plan.has_padding:
         if fill is None:
             fill = _lowest(x.dtype) if kind == "MAX" else 0
@@ -121,7 +130,7 @@ def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
     """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), exact for floats.
 
     TF's MaxPool drops NaN, starts from the lowest finite value (so an all-NaN or all -inf
-    window gives -3.4e38, -inf under XLA) and, as every TF CPU kernel, flushes subnormals to
+    window gives -3.4e38, -inf under XLA) and, as every TF CPU kernel, treats subnormals as
     zero. Only when ``x`` holds one of these is the pool redone on the floats' order keys
     (integers, exact); the windows it corrects carry no gradient, the others keep the native
     one (first maximum).
@@ -194,15 +203,30 @@ _MANTISSA = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
 
 
 def _has_special(x: tf.Tensor) -> tf.Tensor:
-    """True if the float tensor ``x`` holds a NaN, an infinity or a subnormal: reductions,
-    and one elementwise op."""
+    """True if the float tensor ``x`` holds a NaN, -inf or a subnormal: the values TF's
+    MaxPool gets wrong. (``reduce_max`` would not do for NaN: under XLA it drops them.)"""
+    return (tf.reduce_any(tf.math.is_nan(x)) | (tf.reduce_min(x) == -np.inf)
+            | _has_subnormal(x))
+
+
+def _has_subnormal(x: tf.Tensor) -> tf.Tensor:
+    """True if the float tensor ``x`` holds a subnormal: the least non-negative and the least
+    negative bit patterns tell, unless a zero hides them; only then one elementwise op."""
     width, mantissa = 8 * x.dtype.size, _MANTISSA[x.dtype.name]
-    below = tf.bitcast(x, _BITS[x.dtype.size]) - 1  # +0.0 is -1: the largest unsigned
-    unsigned = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[x.dtype.size]
-    first_normal = (1 << mantissa) - 1
-    return (~tf.math.is_finite(tf.reduce_max(x)) | ~tf.math.is_finite(tf.reduce_min(x))
-            | (tf.reduce_min(tf.bitcast(below, unsigned)) < first_normal)  # positive subnormal
-            | (tf.reduce_min(below) < -(1 << (width - 1)) + first_normal))  # negative one
+    signed = tf.bitcast(x, _BITS[x.dtype.size])
+    unsigned = tf.bitcast(x, {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[x.dtype.size])
+    first_normal, sign = 1 << mantissa, -(1 << (width - 1))
+    least_positive, least_negative = tf.reduce_min(unsigned), tf.reduce_min(signed)
+    found = (((least_positive > 0) & (least_positive < first_normal))
+             | ((least_negative > sign) & (least_negative < sign + first_normal)))
+
+    def past_zeros():
+        below = signed - 1  # +0.0 is -1 (the largest unsigned), -0.0 the largest signed
+        return ((tf.reduce_min(tf.bitcast(below, unsigned.dtype)) < first_normal - 1)
+                | (tf.reduce_min(below) < sign + first_normal - 1))
+
+    hidden = (least_positive == 0) | (least_negative == sign)
+    return found | tf.cond(hidden, past_zeros, lambda: tf.constant(False))
 
 
 def _order_key(t: tf.Tensor) -> tf.Tensor:
@@ -256,9 +280,9 @@ _FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) flush subnormals 
 
 def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
     """Max pooling with per-plane indices of the first maximum. Fast path: the native max,
-    then, tap by tap in reverse window order, the index of a cell equal to it (the last write
-    is the first maximum); it is exact when every window holds a real cell and the floats hold
-    no NaN, infinity or subnormal. Otherwise the gather path (:func:`_first_max`)."""
+    then, tap by tap, which cells equal it; the first maximum is the one nearest the window's
+    start. Exact when every window holds a real cell and the floats hold no NaN, -inf or
+    subnormal; otherwise the gather path (:func:`_first_max`)."""
     spec = plan.spec
     cf = spec.channels_first
 

@@ -152,6 +152,19 @@ def test_nan_and_subnormals_survive_under_jit_compile():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("return_indices", [False, True])
+def test_nan_alone_survives_under_jit_compile(return_indices):
+    # no subnormal or -inf beside it: only the NaN check can send it to the exact path
+    x = RNG.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    x[1, 2, 3, 1] = np.nan
+    fn = tf.function(lambda t: pa.pool2d(t, "max", 3, 2, 1, return_indices=return_indices),
+                     jit_compile=True)
+    got = fn(tf.constant(x))
+    want = oracle.pool(x, make_spec("max", 3, 2, 1, return_indices=return_indices, ndim=2))
+    for g, w in zip(got if return_indices else (got,), want if return_indices else (want,)):
+        np.testing.assert_array_equal(g.numpy(), w)
+
+
 def test_dynamic_batch_under_tf_function():
     @tf.function(input_signature=[tf.TensorSpec([None, 5, 6, 4, 3], tf.float64)])
     def pool(t):

@@ -134,6 +134,13 @@ def test_d5_all_nan_window_under_xla_gives_minus_infinity():
     assert np.isnan(_flat(canonical(x))).all()
 
 
+def test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla():
+    """Not in the notes: XLA's reduce_max drops NaN, so it cannot detect one."""
+    x = tf.constant([1.0, np.nan, 2.0])
+    assert np.isnan(tf.reduce_max(x).numpy())
+    assert tf.function(tf.reduce_max, jit_compile=True)(x).numpy() == 2.0
+
+
 def test_d5_argmax_nan_handling_depends_on_position():
     values, _ = tf.nn.max_pool_with_argmax(_row([np.nan, 1.0, 1.0, np.nan]), (1, 2), (1, 2),
                                            "VALID")
