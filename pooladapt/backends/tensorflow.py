@@ -8,10 +8,11 @@ call; anything else is padded explicitly (-inf or the dtype minimum for max, zer
 pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here:
 
 * MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf window
-  gives -3.4e38 eager) and, as every TF CPU kernel (XLA included), flushes subnormals to
-  zero. When the input holds a NaN, -inf or a subnormal, the max is redone on integer
-  order keys of the floats, which is exact (one ``tf.cond``). Average and lp pooling of
-  subnormals stay flushed: no TF float arithmetic or cast keeps them.
+  gives -3.4e38 eager) and, as every TF CPU kernel and cast (XLA included), treats
+  subnormals as zero. When the input holds a NaN, a window comes out that low, or a
+  subnormal may be some window's maximum, the max is redone on integer order keys of the
+  floats, which is exact (one ``tf.cond``). Average and lp pooling of subnormals stay
+  flushed (bfloat16, float32, float64: a known deviation; float16 runs in float32).
 * MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
   and integers: 3-D pooling runs as two 2-D pools, (H, W) then D, which keeps the first-
   maximum gradient rule and every dtype.
@@ -127,13 +128,12 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
 
 
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
-    """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), exact for floats.
+    """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), NaN-exact for floats.
 
-    TF's MaxPool drops NaN, starts from the lowest finite value (so an all-NaN or all -inf
-    window gives -3.4e38, -inf under XLA) and, as every TF CPU kernel, treats subnormals as
-    zero. Only when ``x`` holds one of these is the pool redone on the floats' order keys
-    (integers, exact); the windows it corrects carry no gradient, the others keep the native
-    one (first maximum).
+    TF's MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf
+    window gives -3.4e38; -inf under XLA) and treats subnormals as zero. Only when
+    :func:`_suspect` says so is the pool redone on the floats' order keys (integers, exact);
+    the windows it corrects carry no gradient, the others keep the native one.
     """
     y = window_max(x, None)
     if not x.dtype.is_floating:
@@ -144,7 +144,17 @@ def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
         z = tf.stop_gradient(_from_key(keys, x.dtype))
         return tf.where(tf.equal(keys, _order_key(y)), y, z)
 
-    return tf.cond(_has_special(x), exact, lambda: y)
+    return tf.cond(_suspect(x, y), exact, lambda: y)
+
+
+def _suspect(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """True if MaxPool's ``y`` of the float ``x`` may be wrong: ``x`` holds a NaN (XLA's
+    reduce_max drops NaN, so is_nan it is); a window came out as the lowest finite value
+    (all -inf; rarely a true -3.4e38); or a window's maximum is below the smallest normal
+    in magnitude (zero, or a subnormal that TF treats as zero) and ``x`` holds a subnormal."""
+    tiny = tf.reduce_min(tf.abs(y)) < x.dtype.as_numpy_dtype(2.0 ** _MIN_EXPONENT[x.dtype.name])
+    return (tf.reduce_any(tf.math.is_nan(x)) | (tf.reduce_min(y) <= x.dtype.min)
+            | tf.cond(tiny, lambda: _has_subnormal(x), lambda: tf.constant(False)))
 
 
 def _root(s: tf.Tensor, p: float) -> tf.Tensor:
@@ -200,13 +210,7 @@ _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
 
 
 _MANTISSA = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
-
-
-def _has_special(x: tf.Tensor) -> tf.Tensor:
-    """True if the float tensor ``x`` holds a NaN, -inf or a subnormal: the values TF's
-    MaxPool gets wrong. (``reduce_max`` would not do for NaN: under XLA it drops them.)"""
-    return (tf.reduce_any(tf.math.is_nan(x)) | (tf.reduce_min(x) == -np.inf)
-            | _has_subnormal(x))
+_MIN_EXPONENT = {"float16": -14, "bfloat16": -126, "float32": -126, "float64": -1022}
 
 
 def _has_subnormal(x: tf.Tensor) -> tf.Tensor:
@@ -281,8 +285,8 @@ _FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) flush subnormals 
 def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
     """Max pooling with per-plane indices of the first maximum. Fast path: the native max,
     then, tap by tap, which cells equal it; the first maximum is the one nearest the window's
-    start. Exact when every window holds a real cell and the floats hold no NaN, -inf or
-    subnormal; otherwise the gather path (:func:`_first_max`)."""
+    start. Exact when every window holds a real cell and :func:`_suspect` finds nothing;
+    otherwise the gather path (:func:`_first_max`)."""
     spec = plan.spec
     cf = spec.channels_first
 
@@ -293,9 +297,10 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
     if not x.dtype.is_floating or plan.all_padding_windows or math.prod(plan.in_size) >= 2**30:
         return gather()
 
+    xl = _to_last(x, cf)
+    y = _reduce(xl, plan, "MAX", _is_tf_same(plan))
+
     def taps():
-        xl = _to_last(x, cf)
-        y = _reduce(xl, plan, "MAX", _is_tf_same(plan))
         pads, lengths, taps = _tap_views(plan)
         # padded so that every dim splits into (length / stride, stride): a tap's cells are
         # then a plain slice at one phase, not a (slow) strided slice
@@ -312,7 +317,7 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
         idx = base + tf.cast(top - best, tf.int64)
         return _from_last(y, cf), _from_last(idx, cf)
 
-    return tf.cond(_has_special(x), gather, taps)
+    return tf.cond(_suspect(x, y), gather, taps)
 
 
 @lru_cache(maxsize=256)
