@@ -1,0 +1,357 @@
+"""The JAX backend: ``lax.reduce_window`` runs every pooling plan in one native call.
+
+``reduce_window`` takes a window, stride, dilation and explicit ``(low, high)`` pads per axis of
+any layout, and pads with its init value: ``-inf`` (the dtype minimum for integers) for max and
+0 for sums. Feeding it ``plan.total_pads`` therefore realises every padding form and ceil mode
+natively, with no transpose and no explicit pad. What JAX lacks is emulated exactly:
+
+* indices: a loop over the window's taps (strided slices, strictly greater wins: the first
+  maximum in row-major window order), on integer order keys of the values (NaN greatest), as
+  XLA on CPU flushes subnormals to zero in float comparisons;
+* the max gradient: JAX sends it to the *last* NaN and has no VJP for dilated max, so max pooling
+  is a ``custom_jvp`` whose tangent is gathered at those indices;
+* avg divisors (``count_include_pad``, ceil mode, ``same``): a constant divisor map from the plan.
+
+64-bit data: JAX truncates float64/int64 to 32 bits unless ``jax_enable_x64`` is set. NumPy input
+of a 64-bit dtype is converted, pooled and differentiated inside a scoped ``jax.enable_x64``
+context, so results stay exact without flipping the global flag. JAX arrays are whatever the
+caller's x64 setting made them. Indices are int64 whatever the setting (with x64 off, JAX
+truncates them to int32 with a warning if they are used in arithmetic; ``max_unpool`` takes
+them as they are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+
+
+def _x64_scope(*dtypes: Any) -> contextlib.AbstractContextManager:
+    """``jax.enable_x64`` for the duration of a call on 64-bit data, else nothing."""
+    if not jax.config.jax_enable_x64 and any(np.dtype(d).itemsize == 8 for d in dtypes):
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def _int64(i: jax.Array) -> jax.Array:
+    """Indices are int64 (API.md), made in an x64 scope when the caller has x64 off."""
+    with jax.enable_x64(True):
+        return i.astype(jnp.int64)
+
+
+def _acc_dtype(dtype: Any) -> Any:
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def _lowest(dtype: Any) -> np.ndarray:
+    """The max identity, which reduce_window also pads with: -inf, or the integer minimum."""
+    if jnp.issubdtype(dtype, jnp.integer):
+        return np.array(jnp.iinfo(dtype).min, dtype)
+    return np.array(-np.inf, dtype)
+
+
+def _full(channels_first: bool, spatial: tuple, fill: Any) -> tuple:
+    """Per-spatial-dim values as a tuple over every axis of the layout."""
+    return (fill, fill, *spatial) if channels_first else (fill, *spatial, fill)
+
+
+def _window(plan: PoolPlan) -> dict[str, Any]:
+    spec, cf = plan.spec, plan.spec.channels_first
+    return dict(window_dimensions=_full(cf, spec.window, 1),
+                window_strides=_full(cf, spec.stride, 1),
+                padding=_full(cf, plan.total_pads, (0, 0)),
+                window_dilation=_full(cf, spec.dilation, 1))
+
+
+def _spatial_const(a: np.ndarray, channels_first: bool, dtype: Any) -> jax.Array:
+    """A constant over the spatial dims, shaped to broadcast against the layout."""
+    return jnp.asarray(a.reshape(_full(channels_first, a.shape, 1)), dtype)
+
+
+def _key_type(dtype: Any) -> np.dtype:
+    return np.dtype(f"int{np.dtype(dtype).itemsize * 8}")
+
+
+def _order_key(x: jax.Array) -> jax.Array:
+    """Integers ordered as the values, NaN greatest, -0.0 equal to 0.0. XLA on CPU flushes
+    subnormals to zero in every float operation; comparing these keys keeps them exact."""
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return x
+    itype = _key_type(x.dtype)
+    k = lax.bitcast_convert_type(x, itype)
+    k = k ^ ((k >> (itype.itemsize * 8 - 1)) & np.iinfo(itype).max)  # negatives: reversed
+    k = jnp.where(k == -1, 0, k)  # -0.0
+    return jnp.where(x != x, np.iinfo(itype).max, k)
+
+
+def _from_key(k: jax.Array, dtype: Any) -> jax.Array:
+    itype = _key_type(dtype)
+    return lax.bitcast_convert_type(jnp.where(k < 0, k ^ np.iinfo(itype).max, k), dtype)
+
+
+def _has_subnormal(x: jax.Array) -> jax.Array:
+    itype = _key_type(x.dtype)
+    magnitude = lax.bitcast_convert_type(x, itype) & np.iinfo(itype).max
+    return jnp.any((magnitude > 0) & (magnitude < (1 << jnp.finfo(x.dtype).nmant)))
+
+
+def _plane_index(channels_first: bool, in_size: tuple[int, ...], shape: tuple, dtype: Any):
+    """Per-plane flat index of every cell of an input of ``shape``."""
+    first = 2 if channels_first else 1
+    flat = jnp.zeros(shape, dtype)
+    for d in range(len(in_size)):
+        flat = flat + lax.broadcasted_iota(dtype, shape, first + d) * math.prod(in_size[d + 1:])
+    return flat
+
+
+def _index_type(in_size: tuple[int, ...]) -> np.dtype:
+    """int32 indices, int64 for a plane of 2**31 cells or more (inside an x64 scope)."""
+    return np.dtype(np.int64 if math.prod(in_size) >= np.iinfo(np.int32).max else np.int32)
+
+
+def _taps(plan: PoolPlan, dim: int) -> list[tuple[int, int, int]]:
+    """``(offset, first, last)`` of each window tap along ``dim``: the tap of output ``o`` reads
+    input ``o * stride + offset``, inside the input for outputs ``first <= o < last``."""
+    starts, dilation = np.asarray(plan.window_starts(dim)), plan.spec.dilation[dim]
+    taps = []
+    for t in range(plan.spec.window[dim]):
+        coords = starts + t * dilation
+        inside = np.flatnonzero((coords >= 0) & (coords < plan.in_size[dim]))
+        first, last = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+        taps.append((t * dilation - plan.pads[dim][0], first, last))
+    return taps
+
+
+def _argmax(x: jax.Array, plan: PoolPlan) -> jax.Array:
+    """Per-plane flat index of every window's winner, -1 for all-padding windows.
+
+    A loop over the window's taps in row-major order, each a strided slice of the input
+    compared with the best so far (strictly greater wins, so ties keep the first): XLA fuses
+    it into one pass over output-sized arrays (a variadic reduce_window is 6-10x slower and
+    needs an input-sized index array)."""
+    spec, itype = plan.spec, _index_type(plan.in_size)
+    with _x64_scope(itype):
+        key = _order_key(lax.stop_gradient(x))
+        shape = plan.output_shape(x.shape)
+        best, idx = jnp.full(shape, _lowest(key.dtype)), jnp.full(shape, -1, itype)
+        per_dim = [_taps(plan, d) for d in range(spec.ndim)]
+        for combo in itertools.product(*per_dim):
+            if any(first >= last for _, first, last in combo):
+                continue  # this tap is in the padding for every output
+            start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+            pads, flat, valid = [(0, 0, 0)] * x.ndim, 0, True
+            for d, (axis, (offset, first, last)) in enumerate(zip(spec.spatial_axes, combo)):
+                s = spec.stride[d]
+                start[axis] = first * s + offset
+                limit[axis] = start[axis] + (last - first - 1) * s + 1
+                strides[axis], pads[axis] = s, (first, plan.out_size[d] - last, 0)
+                o = lax.broadcasted_iota(itype, shape, axis)
+                flat = flat + (o * s + offset) * math.prod(plan.in_size[d + 1:])
+                valid = valid & (o >= first) & (o < last)
+            tap = lax.pad(lax.slice(key, start, limit, strides), _lowest(key.dtype), pads)
+            win = valid & ((tap > best) | (idx < 0))
+            best, idx = jnp.where(win, tap, best), jnp.where(win, flat, idx)
+        return idx
+
+
+def _planes(a: jax.Array, channels_first: bool) -> jax.Array:
+    """``a`` as (N, C, cells) or (N, cells, C) (sizes spelled out: N or C may be 0)."""
+    if channels_first:
+        return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
+    return a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1])
+
+
+def _take(v: jax.Array, idx: jax.Array, channels_first: bool, fill: Any) -> jax.Array:
+    """``v``'s value at each per-plane flat index (``fill`` where the index is -1)."""
+    i = _planes(idx, channels_first)
+    out = jnp.take_along_axis(_planes(v, channels_first), jnp.maximum(i, 0),
+                              axis=2 if channels_first else 1)
+    return jnp.where(i >= 0, out, fill).reshape(idx.shape)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool(x: jax.Array, plan: PoolPlan) -> jax.Array:
+    y = lax.reduce_window(x, _lowest(x.dtype), lax.max, **_window(plan))
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return y
+
+    def exact(x):  # on the order keys: an integer max, which nothing flushes
+        itype = _key_type(x.dtype)
+        lowest = _lowest(x.dtype).view(itype) ^ np.iinfo(itype).max  # -inf's key, as a constant
+        keys = lax.reduce_window(_order_key(x), lowest, lax.max, **_window(plan))
+        return _from_key(keys, x.dtype)
+
+    # XLA on CPU flushes subnormals to zero: only then is the max redone on the keys.
+    return lax.cond(_has_subnormal(x), exact, lambda _: y, x)
+
+
+@_max_pool.defjvp
+def _max_pool_jvp(plan: PoolPlan, primals, tangents):
+    (x,), (t,) = primals, tangents
+    idx = _argmax(x, plan)
+    return _max_pool(x, plan), _take(t, idx, plan.spec.channels_first, 0)
+
+
+def _abs_pow(x: jax.Array, p: float) -> jax.Array:
+    # |x| as x*sign(x): its derivative at 0 is 0 (jnp.abs has 1 there), as in the oracle.
+    if p == 2.0:
+        return jnp.square(x)
+    ax = x * jnp.sign(x)
+    return ax if p == 1.0 else ax**p
+
+
+def _root(s: jax.Array, p: float) -> jax.Array:
+    """``s ** (1/p)`` with a zero (not NaN) gradient where ``s == 0``."""
+    if p == 1.0:
+        return s
+    pos = s > 0
+    safe = jnp.where(pos, s, 1)
+    return jnp.where(pos, jnp.sqrt(safe) if p == 2.0 else safe ** (1.0 / p), s * 0)
+
+
+_FTZ = ("XLA on CPU flushes subnormal floats to zero in every arithmetic op (jax#16200, "
+        "'working as intended'); max and indices stay exact (integer keys), but avg and lp "
+        "of subnormal inputs see zeros (float16 is exact: it accumulates in float32)")
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    framework = "jax"
+    supports_autograd = True
+    known_deviations = ({f"subnormals:{d}": _FTZ for d in ("float32", "bfloat16", "float64")}
+                        if jax.default_backend() == "cpu" else {})
+
+    def version(self) -> str:
+        return jax.__version__
+
+    def capabilities(self) -> dict[str, str]:
+        emulated = {"lp", "count_include_pad", "indices", "adaptive", "unpool"}
+        return {f: EMULATED if f in emulated else NATIVE for f in FEATURES}
+
+    def from_numpy(self, a: np.ndarray) -> jax.Array:
+        a = np.asarray(a)
+        with _x64_scope(a.dtype):
+            return jnp.asarray(a)
+
+    def to_numpy(self, x: jax.Array) -> np.ndarray:
+        return np.asarray(x)
+
+    def dtype_name(self, x: Any) -> str:
+        return str(np.dtype(x.dtype))
+
+    def vjp(self, fn: Callable[[Any], Any], x: jax.Array, g: jax.Array) -> jax.Array:
+        with _x64_scope(x.dtype):
+            _, pull = jax.vjp(fn, x)
+            return pull(g)[0]
+
+    # ------------------------------------------------------------------------ pooling
+
+    def pool(self, x: jax.Array, plan: PoolPlan):
+        with _x64_scope(x.dtype, _index_type(plan.in_size)):
+            spec = plan.spec
+            if spec.mode == "max" and spec.return_indices:
+                idx = _argmax(x, plan)
+                values = _take(x, idx, spec.channels_first, _lowest(x.dtype))
+                return values, _int64(idx)
+            if spec.mode == "max":
+                return _max_pool(x, plan)
+            acc = _acc_dtype(x.dtype)
+            xs = x.astype(acc)
+            if spec.mode == "lp":
+                xs = _abs_pow(xs, spec.p)
+            s = lax.reduce_window(xs, np.array(0, acc), lax.add, **_window(plan))
+            if spec.mode == "lp":
+                return _root(s, spec.p).astype(x.dtype)
+            divisor = plan.uniform_divisor
+            if divisor is None:
+                divisor = _spatial_const(plan.divisor_map, spec.channels_first, acc)
+            return (s / divisor).astype(x.dtype)
+
+    def global_pool(self, x: jax.Array, spec: GlobalSpec):
+        with _x64_scope(x.dtype):
+            axes = spec.spatial_axes
+            if spec.mode == "max":
+                cf = spec.data_format == "channels_first"
+                flat = _planes(x, cf)
+                # argmax + gather: the value and the gradient go to the first max (or NaN);
+                # jnp.max would split the gradient between ties.
+                i = jnp.argmax(_order_key(lax.stop_gradient(flat)), axis=2 if cf else 1,
+                               keepdims=True)
+                out = jnp.take_along_axis(flat, i, axis=2 if cf else 1)
+                shape = [1 if a in axes else n for a, n in enumerate(x.shape)]
+                out = out.reshape(shape)
+                return out if spec.keepdims else out.squeeze(axes)
+            acc = _acc_dtype(x.dtype)
+            if spec.mode == "avg":
+                return jnp.mean(x, axis=axes, dtype=acc, keepdims=spec.keepdims).astype(x.dtype)
+            s = jnp.sum(_abs_pow(x.astype(acc), spec.p), axis=axes, keepdims=spec.keepdims)
+            return _root(s, spec.p).astype(x.dtype)
+
+    def adaptive_pool(self, x: jax.Array, plan: AdaptivePlan):
+        if plan.uniform:
+            return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
+        itype = _index_type(plan.in_size)
+        with _x64_scope(x.dtype, itype):
+            spec = plan.spec
+            axes = spec.spatial_axes
+            if spec.mode == "avg":
+                out = x.astype(_acc_dtype(x.dtype))
+                for d, axis in enumerate(axes):
+                    index, valid = plan.gather(d)
+                    trailing = (1,) * (x.ndim - axis - 1)
+                    taken = jnp.take(out, index, axis=axis)  # (..., out, width, ...)
+                    taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
+                    out = taken.sum(axis=axis + 1) / valid.sum(axis=1).reshape((-1, *trailing))
+                return out.astype(x.dtype)
+            flat = _plane_index(spec.data_format == "channels_first", plan.in_size, x.shape,
+                                itype)
+            out = x
+            # The last spatial dim first: the surviving index is the row-major first max.
+            for d in reversed(range(spec.ndim)):
+                axis = axes[d]
+                index, _ = plan.gather(d)
+                taken = jnp.take(out, index, axis=axis)
+                pick = jnp.argmax(_order_key(lax.stop_gradient(taken)), axis=axis + 1,
+                                  keepdims=True)
+                out = jnp.take_along_axis(taken, pick, axis=axis + 1).squeeze(axis + 1)
+                flat = jnp.take_along_axis(jnp.take(flat, index, axis=axis), pick,
+                                           axis=axis + 1).squeeze(axis + 1)
+            return (out, _int64(flat)) if spec.return_indices else out
+
+    def max_unpool(self, y: jax.Array, indices: jax.Array, spec: UnpoolSpec,
+                   out_size: tuple[int, ...]):
+        with _x64_scope(y.dtype, indices.dtype):
+            cf = spec.data_format == "channels_first"
+            size = math.prod(out_size)
+            # Range check on concrete indices only: under jit it would need a host round-trip
+            # (there, out-of-range indices are dropped, as by every JAX scatter).
+            if not isinstance(indices, jax.core.Tracer) and indices.size and int(
+                    jnp.max(indices)) >= size:
+                raise ValueError(f"an index ({int(jnp.max(indices))}) is outside the output "
+                                 f"plane {out_size!r}")
+            n, c = y.shape[0], y.shape[1 if cf else -1]
+            flat_y, flat_i = _planes(y, cf), _planes(indices, cf)
+            flat_i = jnp.where(flat_i < 0, size, flat_i)  # all-padding windows: a spare cell
+            batch = jnp.arange(n)[:, None, None]
+            if cf:
+                out = jnp.zeros((n, c, size + 1), y.dtype)
+                out = out.at[batch, jnp.arange(c)[None, :, None], flat_i].set(flat_y)
+                return out[:, :, :size].reshape(n, c, *out_size)
+            out = jnp.zeros((n, size + 1, c), y.dtype)
+            out = out.at[batch, flat_i, jnp.arange(c)[None, None, :]].set(flat_y)
+            return out[:, :size].reshape(n, *out_size, c)
+
+
+BACKEND = JaxBackend()

@@ -1,0 +1,313 @@
+"""Flax drop-in pooling modules: linen here, nnx under ``pooladapt.layers.flax.nnx``.
+
+Flax pools with functions (``flax.linen.max_pool``/``avg_pool``, the same functions in nnx);
+these modules take those functions' arguments with Flax's defaults, so
+``MaxPool(window_shape=(2, 2), strides=(2, 2))(x)`` equals
+``flax.linen.max_pool(x, (2, 2), (2, 2))``:
+
+* ``window_shape``; ``strides=None`` means stride 1 in every dim (**Flax's** default, not the
+  window as in PyTorch/Keras); ``padding='VALID'``, ``'SAME'`` or ``(low, high)`` pairs;
+* ``AvgPool(count_include_pad=True)``: Flax counts padding in the divisor by default, also
+  for ``'SAME'`` (pooladapt's functional API excludes it by default, like TF and ONNX);
+* input ``(batch..., spatial..., features)``, any number of leading batch dims, none included.
+
+Extras with pooladapt's meaning (API.md §1): ``padding='same_lower'``, an int or one int per
+dim; ``ceil_mode``; ``dilation``; ``data_format='channels_first'`` (``(batch..., C,
+spatial...)``); ``LpPool`` (``p``); adaptive and global pooling. Every module works under
+``jax.jit`` and ``jax.grad`` (ties send the gradient to the first maximum).
+
+>>> import jax.numpy as jnp
+>>> from pooladapt.layers.flax import MaxPool
+>>> MaxPool((2, 2), strides=(2, 2)).apply({}, jnp.arange(16.0).reshape(1, 4, 4, 1)).ravel()
+Array([ 5.,  7., 13., 15.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx as _nnx
+
+from pooladapt import api
+from pooladapt.spec import (
+    PoolSpec,
+    make_adaptive_spec,
+    make_global_spec,
+    make_spec,
+)
+
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (as Flax users write them) to tuples, so specs can be cached."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@lru_cache(maxsize=256)
+def _pool_spec(mode: str, window_shape: tuple, strides: Any, padding: Any, dilation: Any,
+               ceil_mode: bool, count_include_pad: bool, p: float | None,
+               data_format: str) -> PoolSpec:
+    ndim = len(window_shape)
+    return make_spec(mode, window_shape, (1,) * ndim if strides is None else strides, padding,
+                     dilation, ceil_mode, count_include_pad, p, data_format, ndim=ndim)
+
+
+def _spec(mode: str, m: Any) -> PoolSpec:
+    if isinstance(m.window_shape, int) or not isinstance(m.window_shape, (list, tuple)):
+        raise TypeError(f"window_shape must be a tuple of ints, one per spatial dim (as in "
+                        f"flax.linen.{mode}_pool), got {m.window_shape!r}")
+    return _pool_spec(mode, _freeze(m.window_shape), _freeze(m.strides), _freeze(m.padding),
+                      _freeze(m.dilation), m.ceil_mode, getattr(m, "count_include_pad", False),
+                      getattr(m, "p", None), m.data_format)
+
+
+def _batched(x: Any, ndim: int, fn: Callable[[jax.Array], Any]) -> Any:
+    """``fn`` on ``x`` seen as (one batch dim, channels, spatial dims): the leading batch dims,
+    none or many, are merged and restored as ``flax.linen.pool`` does."""
+    x = jnp.asarray(x)
+    if x.ndim < ndim + 1:
+        raise ValueError(f"expected an input of {ndim + 1} dims or more ((batch...,) "
+                         f"{ndim} spatial dims and features), got shape {tuple(x.shape)!r}")
+    lead = x.shape[:x.ndim - ndim - 1]
+    y = fn(x.reshape((-1, *x.shape[len(lead):])))
+    return y.reshape((*lead, *y.shape[1:]))
+
+
+def _pool(mode: str, m: Any, x: Any) -> jax.Array:
+    spec = _spec(mode, m)
+    return _batched(x, spec.ndim, lambda t: api.run_pool(t, spec))
+
+
+def _ndim(output_size: Any, x: Any) -> int:
+    if isinstance(output_size, (list, tuple)):
+        return len(output_size)
+    return jnp.ndim(x) - 2  # an int output_size: (batch, spatial..., features)
+
+
+def _adaptive(mode: str, m: Any, x: Any) -> jax.Array:
+    ndim = _ndim(m.output_size, x)
+    spec = make_adaptive_spec(mode, _freeze(m.output_size), ndim=ndim,
+                              data_format=m.data_format)
+    return _batched(x, ndim, lambda t: api.run_adaptive(t, spec))
+
+
+def _global(mode: str, m: Any, x: Any) -> jax.Array:
+    ndim = jnp.ndim(x) - 2
+    if ndim < 1:
+        raise ValueError(f"expected an input (batch, spatial..., features), got shape "
+                         f"{tuple(jnp.shape(x))!r}")
+    spec = make_global_spec(mode, ndim=ndim, keepdims=m.keepdims, data_format=m.data_format)
+    return api.run_global(jnp.asarray(x), spec)
+
+
+# ---------------------------------------------------------------------------- linen
+
+
+class _LinenPool(nn.Module):
+    _mode = ""
+
+    def __post_init__(self) -> None:
+        _spec(self._mode, self)  # validated when built
+        super().__post_init__()
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _pool(self._mode, self, inputs)
+
+
+class MaxPool(_LinenPool):
+    """Max pooling as ``flax.linen.max_pool``; padding never wins (acts as -inf)."""
+
+    _mode = "max"
+    window_shape: Sequence[int]
+    strides: Sequence[int] | None = None
+    padding: Padding = "VALID"
+    dilation: int | Sequence[int] = 1
+    ceil_mode: bool = False
+    data_format: str = "channels_last"
+
+
+class AvgPool(_LinenPool):
+    """Average pooling as ``flax.linen.avg_pool`` (``count_include_pad=True`` by default)."""
+
+    _mode = "avg"
+    window_shape: Sequence[int]
+    strides: Sequence[int] | None = None
+    padding: Padding = "VALID"
+    count_include_pad: bool = True
+    dilation: int | Sequence[int] = 1
+    ceil_mode: bool = False
+    data_format: str = "channels_last"
+
+
+class LpPool(_LinenPool):
+    """Power-average pooling ``(sum |x|**p) ** (1/p)`` (ONNX LpPool); Flax has none."""
+
+    _mode = "lp"
+    window_shape: Sequence[int]
+    strides: Sequence[int] | None = None
+    padding: Padding = "VALID"
+    p: float = 2.0
+    dilation: int | Sequence[int] = 1
+    ceil_mode: bool = False
+    data_format: str = "channels_last"
+
+
+class AdaptiveAvgPool(nn.Module):
+    """Average over PyTorch's adaptive bins to ``output_size`` (an int: every spatial dim of a
+    (batch, spatial..., features) input; ``None`` in a tuple keeps that dim)."""
+
+    output_size: int | Sequence[int | None]
+    data_format: str = "channels_last"
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _adaptive("avg", self, inputs)
+
+
+class AdaptiveMaxPool(nn.Module):
+    """Max over PyTorch's adaptive bins to ``output_size`` (see :class:`AdaptiveAvgPool`)."""
+
+    output_size: int | Sequence[int | None]
+    data_format: str = "channels_last"
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _adaptive("max", self, inputs)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over every spatial dim of a (batch, spatial..., features) input."""
+
+    keepdims: bool = False
+    data_format: str = "channels_last"
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _global("avg", self, inputs)
+
+
+class GlobalMaxPool(nn.Module):
+    """Max over every spatial dim of a (batch, spatial..., features) input."""
+
+    keepdims: bool = False
+    data_format: str = "channels_last"
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _global("max", self, inputs)
+
+
+# ---------------------------------------------------------------------------- nnx
+
+
+class _NnxPool(_nnx.Module):
+    _mode = ""
+
+    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+                 padding: Padding = "VALID", *, dilation: int | Sequence[int] = 1,
+                 ceil_mode: bool = False, data_format: str = "channels_last") -> None:
+        self.window_shape, self.strides = _freeze(window_shape), _freeze(strides)
+        self.padding, self.dilation = _freeze(padding), _freeze(dilation)
+        self.ceil_mode, self.data_format = ceil_mode, data_format
+        _spec(self._mode, self)  # validate now
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _pool(self._mode, self, inputs)
+
+
+class _NnxMaxPool(_NnxPool):
+    """nnx max pooling as ``flax.nnx.max_pool``; see :class:`MaxPool`."""
+
+    _mode = "max"
+
+
+class _NnxAvgPool(_NnxPool):
+    """nnx average pooling as ``flax.nnx.avg_pool`` (``count_include_pad=True``)."""
+
+    _mode = "avg"
+
+    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+                 padding: Padding = "VALID", count_include_pad: bool = True, **extras: Any):
+        self.count_include_pad = count_include_pad
+        super().__init__(window_shape, strides, padding, **extras)
+
+
+class _NnxLpPool(_NnxPool):
+    """nnx power-average pooling; see :class:`LpPool`."""
+
+    _mode = "lp"
+
+    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+                 padding: Padding = "VALID", p: float = 2.0, **extras: Any):
+        self.p = p
+        super().__init__(window_shape, strides, padding, **extras)
+
+
+class _NnxAdaptive(_nnx.Module):
+    _mode = ""
+
+    def __init__(self, output_size: int | Sequence[int | None], *,
+                 data_format: str = "channels_last") -> None:
+        self.output_size, self.data_format = _freeze(output_size), data_format
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _adaptive(self._mode, self, inputs)
+
+
+class _NnxAdaptiveAvgPool(_NnxAdaptive):
+    """nnx adaptive average pooling; see :class:`AdaptiveAvgPool`."""
+
+    _mode = "avg"
+
+
+class _NnxAdaptiveMaxPool(_NnxAdaptive):
+    """nnx adaptive max pooling; see :class:`AdaptiveMaxPool`."""
+
+    _mode = "max"
+
+
+class _NnxGlobal(_nnx.Module):
+    _mode = ""
+
+    def __init__(self, keepdims: bool = False, *, data_format: str = "channels_last") -> None:
+        self.keepdims, self.data_format = keepdims, data_format
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _global(self._mode, self, inputs)
+
+
+class _NnxGlobalAvgPool(_NnxGlobal):
+    """nnx global average pooling."""
+
+    _mode = "avg"
+
+
+class _NnxGlobalMaxPool(_NnxGlobal):
+    """nnx global max pooling."""
+
+    _mode = "max"
+
+
+def _nnx_module() -> types.ModuleType:
+    """``pooladapt.layers.flax.nnx``: the same modules as ``flax.nnx.Module`` classes."""
+    module = types.ModuleType(f"{__name__}.nnx", _nnx_module.__doc__)
+    for cls in (_NnxMaxPool, _NnxAvgPool, _NnxLpPool, _NnxAdaptiveAvgPool,
+                _NnxAdaptiveMaxPool, _NnxGlobalAvgPool, _NnxGlobalMaxPool):
+        cls.__name__ = cls.__qualname__ = cls.__name__.removeprefix("_Nnx")
+        cls.__module__ = module.__name__
+        setattr(module, cls.__name__, cls)
+    module.__all__ = sorted(n for n in vars(module) if not n.startswith("_"))
+    sys.modules[module.__name__] = module  # `from pooladapt.layers.flax.nnx import MaxPool`
+    return module
+
+
+nnx = _nnx_module()
+
+__all__ = ["AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool",
+           "LpPool", "MaxPool", "nnx"]
