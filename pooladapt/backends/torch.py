@@ -2,11 +2,20 @@
 
 Every op runs on a channels-first *view* of the input (``movedim``, no copy): a channels_last
 tensor becomes an NC* tensor in torch's channels_last memory format, which torch's CPU kernels
-pool directly. The native path covers symmetric padding up to half the window, ceil mode,
-``count_include_pad``, max dilation and indices. Elsewhere the input is padded explicitly
-(the dtype's lowest value for max, zeros for sums), pooled VALID and divided by the plan's
-divisor map; avg/lp dilation sums strided slices, one dim at a time. Per-plan decisions and
-constants are cached (:class:`_Route`), so a call costs one dict lookup before the native op.
+pool directly (a large contiguous NC* tensor is max-pooled in that format too: several times
+faster on CPU, conversion included). torch pads symmetrically, at most half the window; padding
+it on both sides by the plan's low pads (with its ceil mode, cropping extra windows) gives the
+plan's windows for max, and for avg whenever the padding is not counted or is symmetric, so
+``same`` is native there. Elsewhere: avg/lp sum with ``avg_pool(divisor_override=...)`` (on an
+explicitly zero-padded input where needed) and divide by the plan's divisor map; max pads
+explicitly with the dtype's lowest value; avg/lp dilation sums strided slices. Per-plan
+decisions and constants live in a cached :class:`_Route`, a compile-time constant under
+``torch.compile`` (``fullgraph=True`` works, dynamic sizes are specialised).
+
+Indices are fixed where torch's differ from the contract (the first NaN of a window, not the
+last; the first real cell of a window whose maximum is the lowest value). Gradients are
+torch's: they equal the canonical ones except in those two degenerate cases (a window with
+several NaNs, and an all -inf window in torch's channels_last 3-D kernel).
 """
 
 from __future__ import annotations
