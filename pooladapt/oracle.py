@@ -143,9 +143,9 @@ def global_pool(x: np.ndarray, spec: GlobalSpec) -> np.ndarray:
     """Reduce every spatial dim: max (NaN propagates), mean, or ``(sum |x|**p) ** (1/p)``."""
     x = np.asarray(x)
     axes = spec.spatial_axes
-    if spec.mode == "max":
-        out = np.max(x, axis=axes, keepdims=spec.keepdims)
-        return out if _is_integer(x) else out.astype(np.float64)
+    if spec.mode == "max":  # in float64: ml_dtypes' bfloat16 max warns on NaN
+        return np.max(x if _is_integer(x) else x.astype(np.float64), axis=axes,
+                      keepdims=spec.keepdims)
     xf = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, |x|**p may be inf
         if spec.mode == "avg":
