@@ -6,6 +6,7 @@ Imported only by test code: hypothesis is a test dependency, not a runtime one.
 from __future__ import annotations
 
 import math
+from functools import cache, lru_cache
 
 import numpy as np
 from hypothesis import assume
@@ -153,6 +154,21 @@ def _int_specials(dtype: str) -> list[int]:
     return edges + ([2**53, 2**53 + 1, -(2**53) - 1] if dtype == "int64" else [])
 
 
+_KINDS = st.sampled_from(["ties", "real", "constant"])
+
+
+@cache
+def _values(dtype: str, specials: bool) -> st.SearchStrategy:
+    if dtype in INT_DTYPES:
+        return st.sampled_from(_int_specials(dtype))
+    return st.sampled_from(_float_specials(dtype) if specials else [0.0, -0.0, 1.0, -2.5])
+
+
+@lru_cache(maxsize=4096)  # building strategies costs more than drawing from them
+def _cells(size: int, dtype: str) -> st.SearchStrategy:
+    return st.lists(st.tuples(st.integers(0, size - 1), _values(dtype, True)), max_size=4)
+
+
 @st.composite
 def inputs(draw, case: Case, specials: bool | None = None) -> np.ndarray:
     """An input array for ``case``: a seeded base plus a few drawn special cells.
@@ -169,14 +185,10 @@ def inputs(draw, case: Case, specials: bool | None = None) -> np.ndarray:
     if specials is None:
         specials = not case.gradient
     integer = case.dtype in INT_DTYPES
-    if integer:
-        pool = _int_specials(case.dtype)
-    else:
-        pool = _float_specials(case.dtype) if specials else [0.0, -0.0, 1.0, -2.5]
-    kind = draw(st.sampled_from(["ties", "real", "constant"]))
+    values = _values(case.dtype, specials)
+    kind = draw(_KINDS)
     if kind == "constant":
-        x = np.full(shape, draw(st.sampled_from(pool)),
-                    dtype=case.dtype if integer else np.float64)
+        x = np.full(shape, draw(values), dtype=case.dtype if integer else np.float64)
     elif integer:
         info = np.iinfo(case.dtype)
         lo, hi = (info.min, info.max) if kind == "real" else (max(-3, info.min), 3)
@@ -188,8 +200,7 @@ def inputs(draw, case: Case, specials: bool | None = None) -> np.ndarray:
     if not integer:
         x = x.astype(np_dtype(case.dtype))
     if specials and size:
-        cells = draw(st.lists(st.tuples(st.integers(0, size - 1), st.sampled_from(pool)),
-                              max_size=4))
+        cells = draw(_cells(size, case.dtype))
         flat = x.reshape(-1)
         for cell, value in cells:
             flat[cell] = value
