@@ -44,6 +44,10 @@ class Framework:
     def compile(self, fn: Callable) -> Callable | None:
         return None
 
+    def layout_ops(self, fn: Callable, x: Any) -> dict[str, int] | None:
+        """Transposes and pads in the compiled graph of ``fn`` (None: not inspected)."""
+        return None
+
     def native(self, case: Case) -> tuple[Callable, str] | None:
         raise NotImplementedError
 
@@ -123,6 +127,13 @@ class TensorFlow(Framework):
     def compile(self, fn):
         return self.tf.function(fn)
 
+    def layout_ops(self, fn, x):
+        graph = self.tf.function(fn).get_concrete_function(x).graph.as_graph_def()
+        types = [n.op for n in graph.node] + [n.op for f in graph.library.function
+                                              for n in f.node_def]
+        return {"transpose": sum(t in ("Transpose", "ConjugateTranspose") for t in types),
+                "pad": sum(t in ("Pad", "PadV2", "MirrorPad") for t in types)}
+
     def native(self, case):
         tf, kw, how = self.tf, dict(case.kwargs), "exact"
         cf = case.data_format == "channels_first"
@@ -185,6 +196,20 @@ class Jax(Framework):
 
     def compile(self, fn):
         return self.jax.jit(fn)
+
+    def layout_ops(self, fn, x):
+        counts = {"transpose": 0, "pad": 0}
+        jax_core = importlib.import_module("jax.extend.core")
+
+        def walk(jaxpr):
+            for eqn in jaxpr.eqns:
+                if eqn.primitive.name in counts:
+                    counts[eqn.primitive.name] += 1
+                for sub in jax_core.jaxprs_in_params(eqn.params):
+                    walk(sub)
+
+        walk(self.jax.make_jaxpr(fn)(x).jaxpr)
+        return counts
 
     def native(self, case):
         jnp, lax, kw, how = self.jnp, self.lax, dict(case.kwargs), "exact"

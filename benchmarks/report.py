@@ -51,6 +51,14 @@ def _find(records: list[dict], case: str, fmt: str, dtype: str = "float32",
     return None
 
 
+def _layout(r: dict) -> str:
+    ops = r.get("layout_ops") or {}
+    pa, na = ops.get("pooladapt"), ops.get("native")
+    if not isinstance(pa, dict) or not isinstance(na, dict):
+        return ""
+    return f" ({pa['transpose']}/{pa['pad']} vs {na['transpose']}/{na['pad']})"
+
+
 def _verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "**missed**")
 
@@ -87,8 +95,9 @@ def targets(runs: dict[str, dict]) -> list[str]:
                     if r["mode"] != "eager"]
         if compiled:
             rows.append(f"| compiled ({compiled[0][0]['mode']}) | {b} | " + ", ".join(
-                f"{r['case'].split(' max')[0]} {_fmt(r)} {_x(v)}" for r, v in compiled)
-                + " | see the structure tests |")
+                f"{r['case'].split(' max')[0]} {_fmt(r)} {_x(v)}{_layout(r)}"
+                for r, v in compiled) + " | timing only; graphs: transposes/pads, pooladapt "
+                "vs native |")
     torch = runs.get("torch")
     if torch:
         r = _find(torch["records"], STEM, "NCHW")

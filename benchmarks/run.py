@@ -76,6 +76,13 @@ def measure(contenders: dict[str, tuple[Callable, Any, Callable]], warmup: int, 
                    "calls": numbers[name]} for name in contenders}
 
 
+def _layout_ops(fw: Framework, fn: Callable, x: Any) -> dict[str, int] | str | None:
+    try:
+        return fw.layout_ops(fn, x)
+    except Exception as err:  # inspection is best effort
+        return f"{type(err).__name__}: {err}"[:120]
+
+
 def _no_sync(y: Any) -> None:
     pass
 
@@ -122,6 +129,9 @@ def run_case(fw: Framework, case: Case, args) -> list[dict[str, Any]]:
             records.append(record)
             continue
         record["times"] = times
+        if mode != "eager":
+            record["layout_ops"] = {name: _layout_ops(fw, contenders[name][0], tensor)
+                                    for name in ("pooladapt", "native") if name in contenders}
         if mode == "eager":
             record["numpy_peak"] = numpy_peak(numpy_fn, x)
         records.append(record)
