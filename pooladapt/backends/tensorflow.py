@@ -7,12 +7,12 @@ never for the gradient), so channels-first input is transposed in and out. A pla
 call; anything else is padded explicitly (-inf or the dtype minimum for max, zeros for sums),
 pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here:
 
-* MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf window
-  gives -3.4e38 eager) and, as every TF CPU kernel and cast (XLA included), treats
-  subnormals as zero. When the input holds a NaN, a window comes out that low, or a
-  subnormal may be some window's maximum, the max is redone on integer order keys of the
-  floats, which is exact (one ``tf.cond``). Average and lp pooling of subnormals stay
-  flushed (bfloat16, float32, float64: a known deviation; float16 runs in float32).
+* MaxPool drops NaN and starts from the lowest finite value (an all-NaN or all -inf window
+  gives -3.4e38 eager): when the input holds a NaN or -inf (one reduction tells), the max
+  is redone on integer order keys of the floats, which is exact (one ``tf.cond``).
+* Every TF CPU kernel and cast (XLA included) treats subnormals as zero: a known deviation
+  for bfloat16, float32 and float64 (float16 runs in float32, where its subnormals are
+  normal). Detecting them would cost more than the pool: TF itself never makes one on CPU.
 * MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
   and integers: 3-D pooling runs as two 2-D pools, (H, W) then D, which keeps the first-
   maximum gradient rule and every dtype.
@@ -130,10 +130,10 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
     """``window_max(t, fill)`` (a max pool whose padding holds ``fill``), NaN-exact for floats.
 
-    TF's MaxPool drops NaN, starts from the lowest finite value (an all-NaN or all -inf
-    window gives -3.4e38; -inf under XLA) and treats subnormals as zero. Only when
-    :func:`_suspect` says so is the pool redone on the floats' order keys (integers, exact);
-    the windows it corrects carry no gradient, the others keep the native one.
+    TF's MaxPool drops NaN and starts from the lowest finite value (an all-NaN or all -inf
+    window gives -3.4e38; -inf under XLA). Only when :func:`_suspect` says so is the pool
+    redone on the floats' order keys (integers, exact); the windows it corrects carry no
+    gradient, the others keep the native one.
     """
     y = window_max(x, None)
     if not x.dtype.is_floating:
@@ -144,17 +144,17 @@ def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
         z = tf.stop_gradient(_from_key(keys, x.dtype))
         return tf.where(tf.equal(keys, _order_key(y)), y, z)
 
-    return tf.cond(_suspect(x, y), exact, lambda: y)
+    return tf.cond(_suspect(x), exact, lambda: y)
 
 
-def _suspect(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """True if MaxPool's ``y`` of the float ``x`` may be wrong: ``x`` holds a NaN (XLA's
-    reduce_max drops NaN, so is_nan it is); a window came out as the lowest finite value
-    (all -inf; rarely a true -3.4e38); or a window's maximum is below the smallest normal
-    in magnitude (zero, or a subnormal that TF treats as zero) and ``x`` holds a subnormal."""
-    tiny = tf.reduce_min(tf.abs(y)) < x.dtype.as_numpy_dtype(2.0 ** _MIN_EXPONENT[x.dtype.name])
-    return (tf.reduce_any(tf.math.is_nan(x)) | (tf.reduce_min(y) <= x.dtype.min)
-            | tf.cond(tiny, lambda: _has_subnormal(x), lambda: tf.constant(False)))
+def _suspect(x: tf.Tensor) -> tf.Tensor:
+    """True if MaxPool may get the float ``x`` wrong: it holds a NaN (dropped) or -inf (an all
+    -inf window comes out as the lowest finite value). One reduction: the sum is then not
+    finite (nor when it overflows, which only costs the exact path; float16, whose sums
+    overflow easily, checks its cells). Not reduce_max: under XLA it drops NaN."""
+    if x.dtype == tf.float16:
+        return tf.reduce_any(~tf.math.is_finite(x))
+    return ~tf.math.is_finite(tf.reduce_sum(x))
 
 
 def _root(s: tf.Tensor, p: float) -> tf.Tensor:
@@ -209,28 +209,6 @@ def _adaptive_table(plan: AdaptivePlan) -> tuple[np.ndarray, np.ndarray]:
 _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
 
 
-_MANTISSA = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
-_MIN_EXPONENT = {"float16": -14, "bfloat16": -126, "float32": -126, "float64": -1022}
-
-
-def _has_subnormal(x: tf.Tensor) -> tf.Tensor:
-    """True if the float tensor ``x`` holds a subnormal: the least non-negative and the least
-    negative bit patterns tell, unless a zero hides them; only then one elementwise op."""
-    width, mantissa = 8 * x.dtype.size, _MANTISSA[x.dtype.name]
-    signed = tf.bitcast(x, _BITS[x.dtype.size])
-    unsigned = tf.bitcast(x, {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[x.dtype.size])
-    first_normal, sign = 1 << mantissa, -(1 << (width - 1))
-    least_positive, least_negative = tf.reduce_min(unsigned), tf.reduce_min(signed)
-    found = (((least_positive > 0) & (least_positive < first_normal))
-             | ((least_negative > sign) & (least_negative < sign + first_normal)))
-
-    def past_zeros():
-        below = signed - 1  # +0.0 is -1 (the largest unsigned), -0.0 the largest signed
-        return ((tf.reduce_min(tf.bitcast(below, unsigned.dtype)) < first_normal - 1)
-                | (tf.reduce_min(below) < sign + first_normal - 1))
-
-    hidden = (least_positive == 0) | (least_negative == sign)
-    return found | tf.cond(hidden, past_zeros, lambda: tf.constant(False))
 
 
 def _order_key(t: tf.Tensor) -> tf.Tensor:
@@ -277,9 +255,10 @@ def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.
     return y, idx
 
 
-_FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) flush subnormals to zero, so an "
-            "average or lp result below the smallest normal float comes out 0 (float16 is "
-            "exact: it is computed in float32; max and indices are exact)")
+_FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) treat subnormals as zero: an "
+            "average or lp result below the smallest normal float comes out 0, and a max "
+            "compares a subnormal equal to 0 (so [0, 1e-40] gives 0, index 0), unless the "
+            "input also holds a NaN or -inf, which takes the exact path")
 
 
 def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
@@ -297,8 +276,13 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
     if not x.dtype.is_floating or plan.all_padding_windows or math.prod(plan.in_size) >= 2**30:
         return gather()
 
+    same = _is_tf_same(plan)
+
+    def window_max(t: tf.Tensor, fill) -> tf.Tensor:
+        return _reduce(t, plan, "MAX", same, fill)
+
     xl = _to_last(x, cf)
-    y = _reduce(xl, plan, "MAX", _is_tf_same(plan))
+    y = window_max(xl, None)
 
     def taps():
         pads, lengths, taps = _tap_views(plan)
@@ -317,7 +301,7 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
         idx = base + tf.cast(top - best, tf.int64)
         return _from_last(y, cf), _from_last(idx, cf)
 
-    return tf.cond(_suspect(x, y), gather, taps)
+    return tf.cond(_suspect(xl), gather, taps)
 
 
 @lru_cache(maxsize=256)
