@@ -473,10 +473,12 @@ def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | in
                 # torch's channels_last int8 kernels index planes with int8: above 127 cells
                 # they fail
                 t = t.clone(memory_format=torch.contiguous_format)
-        elif (t.numel() >= _CHANNELS_LAST_MIN and t.device.type == "cpu" and t.is_contiguous()
-              and t.dtype.is_floating_point and not t.is_contiguous(memory_format=fmt)):
-            # torch's CPU max pool is several times faster in channels_last memory format,
-            # conversion included; the result goes back to the caller's format
+        elif (t.numel() >= _CHANNELS_LAST_MIN and t.shape[1] >= 8 and t.device.type == "cpu"
+              and t.is_contiguous() and t.dtype.is_floating_point
+              and not t.is_contiguous(memory_format=fmt)):
+            # torch's CPU max pool vectorises over channels in channels_last memory format:
+            # from 8 channels on that is several times faster, conversions included (below,
+            # slower); the result goes back to the caller's format
             t, back = t.contiguous(memory_format=fmt), True
     crop = route.crop if route.native else None
     if want_idx:
