@@ -433,10 +433,10 @@ class NumpyBackend(Backend):
 
     def global_pool(self, x: np.ndarray, spec: GlobalSpec):
         axes = spec.spatial_axes
-        if spec.mode == "max":
-            return np.max(x, axis=axes, keepdims=spec.keepdims)
         acc = _acc_dtype(x.dtype)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            if spec.mode == "max":  # (ml_dtypes' bfloat16 max warns on NaN)
+                return np.max(x, axis=axes, keepdims=spec.keepdims)
             if spec.mode == "avg":
                 out = np.mean(x, axis=axes, dtype=acc, keepdims=spec.keepdims)
             else:
@@ -445,6 +445,10 @@ class NumpyBackend(Backend):
         return out.astype(x.dtype, copy=False)
 
     def adaptive_pool(self, x: np.ndarray, plan: AdaptivePlan):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return self._adaptive(x, plan)
+
+    def _adaptive(self, x: np.ndarray, plan: AdaptivePlan):
         spec = plan.spec
         if plan.uniform:
             # every bin is the same window: a plain strided pool, same values and indices
@@ -508,14 +512,14 @@ class NumpyBackend(Backend):
         yc = y if cf else np.moveaxis(y, -1, 1)
         ic = indices if cf else np.moveaxis(indices, -1, 1)
         n, c = yc.shape[:2]
-        size = math.prod(out_size)
-        flat_i = ic.reshape(n, c, -1).astype(np.int64)
+        size, plane = math.prod(out_size), math.prod(yc.shape[2:])
+        flat_i = ic.reshape(n, c, plane).astype(np.int64)
         if flat_i.size and flat_i.max() >= size:
             raise ValueError(f"an index ({int(flat_i.max())}) is outside the output plane "
                              f"{out_size!r}")
         flat_i = np.where(flat_i < 0, size, flat_i)
         out = np.zeros((n, c, size + 1), dtype=y.dtype)
-        np.put_along_axis(out, flat_i, yc.reshape(n, c, -1), axis=2)
+        np.put_along_axis(out, flat_i, yc.reshape(n, c, plane), axis=2)
         out = out[:, :, :size].reshape(n, c, *out_size)
         return out if cf else np.moveaxis(out, 1, -1)
 
