@@ -199,7 +199,8 @@ def run_global(x: Any, spec: GlobalSpec, backend: str | None = None):
     from pooladapt.spec import check_rank, check_spatial
 
     check_rank(tuple(xt.shape), spec.ndim, spec.data_format)
-    check_spatial(tuple(int(xt.shape[a]) for a in spec.spatial_axes))
+    # a graph tensor may have unknown (None) spatial sizes: global pooling needs no plan
+    check_spatial(tuple(int(xt.shape[a]) for a in spec.spatial_axes if xt.shape[a] is not None))
     return _finish(be, be.global_pool(xt, spec), native)
 
 
