@@ -385,6 +385,9 @@ class TensorflowBackend(Backend):
         if spec.mode == "max":
             xl = _to_last(x, cf)
             plane = tuple(xl.shape[1:-1])
+            if None in plane:
+                raise ValueError(f"global max pooling on TensorFlow needs static spatial "
+                                 f"sizes (it is a max pool over the whole plane), got {plane}")
             ones = (1,) * spec.ndim
 
             y = _from_last(_exact_max(

@@ -37,6 +37,17 @@ def _data_format(value: str | None) -> str:
     return keras.config.image_data_format() if value is None else value
 
 
+def _static(inputs, spec, layer: keras.layers.Layer):
+    """``inputs``, after checking that its spatial sizes are known (the pooling plan needs
+    them; a tf.function traced from ``keras.Input(shape=(None, None, C))`` has none)."""
+    shape = tuple(inputs.shape)
+    if len(shape) == spec.ndim + 2 and any(shape[a] is None for a in spec.spatial_axes):
+        raise ValueError(
+            f"{type(layer).__name__} needs static spatial sizes, got input shape {shape}: give "
+            "keras.Input the full shape, or compile the model with run_eagerly=True")
+    return inputs
+
+
 def _replace_spatial(shape: tuple, axes: tuple[int, ...], sizes) -> tuple:
     out = list(shape)
     for axis, size in zip(axes, sizes):
@@ -74,7 +85,7 @@ class _Pooling(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
 
     def call(self, inputs):
-        return api.run_pool(inputs, self.spec)
+        return api.run_pool(_static(inputs, self.spec, self), self.spec)
 
     def compute_output_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape)
@@ -118,6 +129,8 @@ class _GlobalPooling(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
 
     def call(self, inputs):
+        if self.mode == "max":  # a whole-plane max pool: its window is the spatial size
+            inputs = _static(inputs, self.spec, self)
         return api.run_global(inputs, self.spec)
 
     def compute_output_shape(self, input_shape) -> tuple:
@@ -145,7 +158,7 @@ class _AdaptivePooling(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
 
     def call(self, inputs):
-        return api.run_adaptive(inputs, self.spec)
+        return api.run_adaptive(_static(inputs, self.spec, self), self.spec)
 
     def compute_output_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape)

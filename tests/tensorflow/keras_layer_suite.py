@@ -292,6 +292,34 @@ def test_a_model_trains_through_the_layers():
     assert not np.array_equal(model.get_weights()[0], before[0])  # the conv got gradients
 
 
+def test_variable_spatial_size():
+    inp = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(4, 3, data_format="channels_last")
+    head = keras.Model(inp, pk.GlobalAveragePooling2D()(features(inp)))
+    windowed = keras.Model(inp, pk.MaxPooling2D(3, 2, 1)(inp))
+    for size in ((8, 8), (10, 6)):
+        x = RNG.standard_normal((2, *size, 3)).astype("float32")
+        want = _np(features(x)).mean(axis=(1, 2))
+        np.testing.assert_allclose(head.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
+        try:
+            got = windowed.predict(x, verbose=0)
+        except ValueError as err:  # Keras-TF may trace with unknown sizes: no plan then
+            assert BACKEND == "tensorflow" and "static spatial sizes" in str(err)
+            continue
+        spec = make_spec("max", 3, 2, 1, data_format="channels_last", ndim=2)
+        np.testing.assert_array_equal(got, oracle.pool(x, spec))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TF graphs have unknown sizes")
+def test_unknown_spatial_sizes_are_a_clear_error():
+    import tensorflow as tf
+
+    layer = pk.MaxPooling2D(3, 2, 1)
+    traced = tf.function(layer, input_signature=[tf.TensorSpec([None, None, 6, 3])])
+    with pytest.raises(ValueError, match="MaxPooling2D needs static spatial sizes"):
+        traced.get_concrete_function()
+
+
 def test_output_is_the_backends_own_tensor():
     y = pk.MaxPooling2D(padding="same")(ops.convert_to_tensor(_input(2, "channels_last")))
     assert ops.is_tensor(y)
