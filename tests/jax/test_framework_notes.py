@@ -158,12 +158,14 @@ def test_jax_has_no_vjp_for_dilated_max():
     assert _flat(g) == [0, 0, 1]
 
 
-def test_xla_cpu_flushes_subnormals_and_pooladapt_max_does_not():
+def test_xla_cpu_flushes_subnormals_and_pooladapt_indices_do_not():
     if jax.default_backend() != "cpu":
         pytest.skip("flush-to-zero is XLA's CPU behaviour")
     tiny = 2.0**-149
     x = _row([tiny, 0.0, 3 * tiny, tiny])
     assert _flat(nn.max_pool(x, (2,), (2,))) == [0.0, 0.0]  # jax#16200
     assert _flat(x + 0) == [0.0] * 4
-    assert _flat(pa.pool1d(x, "max", 2)) == [tiny, 3 * tiny]
+    assert bool(x[0, 0, 0] == 0) and bool(x[0, 2, 0] == x[0, 3, 0])  # comparisons flush too
+    # pooladapt's values flush as every JAX op on CPU (a known deviation); its indices do not
+    assert _flat(pa.pool1d(x, "max", 2)) == [0.0, 0.0]
     assert _flat(pa.pool1d(x, "max", 2, return_indices=True)[1]) == [0, 2]
