@@ -139,8 +139,14 @@ def owner_of(x: object) -> str | None:
     return owner
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
 def load(name: str) -> ModuleType:
-    """Import a backend module by name; ImportError naming the pip extra if missing."""
+    """Import a backend module by name (cached); ImportError naming the pip extra if missing."""
+    module = _loaded.get(name)
+    if module is not None:
+        return module
     name = normalize_backend_name(name)
     try:
         importlib.import_module(FRAMEWORK_MODULES[name])
@@ -149,7 +155,8 @@ def load(name: str) -> ModuleType:
             f"backend {name!r} needs {FRAMEWORK_MODULES[name]!r}, which is not installed "
             f"here ({err}); install it with: {PIP_EXTRAS[name]}"
         ) from err
-    return importlib.import_module(BACKENDS[name])
+    module = _loaded[name] = importlib.import_module(BACKENDS[name])
+    return module
 
 
 def available_backends() -> list[str]:

@@ -69,6 +69,7 @@ def test_unknown_backend_names_the_known_ones():
 
 def test_missing_framework_names_the_pip_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mxnet", None)  # makes `import mxnet` fail
+    monkeypatch.setattr(dispatch, "_loaded", {})
     with pytest.raises(ImportError, match=r"pip install 'pooladapt\[mxnet\]'"):
         dispatch.load("mxnet")
     assert "mxnet" not in pa.available_backends()
