@@ -238,9 +238,11 @@ def _gather_by_fields(fields: tuple, in_size: tuple[int, ...]):
                  (plan.gather(d) for d in range(plan.spec.ndim)))
 
 
-def static_shape(x: torch.Tensor) -> tuple[int, ...]:
-    # operator.index makes torch.compile specialise a dynamic size: plans need concrete sizes
-    return tuple(operator.index(s) for s in x.shape)
+def static_shape(x: torch.Tensor, spatial_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """``x``'s shape for a plan: concrete spatial sizes (operator.index makes torch.compile
+    specialise a dynamic one), 1 for batch and channels, which no plan depends on (so they
+    may stay dynamic)."""
+    return tuple(operator.index(s) if a in spatial_axes else 1 for a, s in enumerate(x.shape))
 
 
 def _lift(x: torch.Tensor, *params: tuple[int, ...], fill: tuple[int, ...]):
@@ -369,7 +371,7 @@ def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
 
     The shape is validated by the spec the first time it is seen."""
     if _compiling():
-        return _run_pool(x, _route_for(spec, static_shape(x)))
+        return _run_pool(x, _route_for(spec, static_shape(x, spec.spatial_axes)))
     key = (id(spec), x.shape)
     route = _SPEC_ROUTES.get(key)
     if route is None or route.plan.spec is not spec:
@@ -462,19 +464,22 @@ def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | in
     if not route.native:
         t = F.pad(t, route.torch_pads, value=lowest)
     args = route.max_args
-    lifted = t.dim() == 3 and (not t.dtype.is_floating_point or not t.is_contiguous())
+    compiling = _compiling()  # a compiler picks its own layouts: no size-dependent choices
+    lifted = t.dim() == 3 and (not t.dtype.is_floating_point or (
+        not compiling and not t.is_contiguous()))
     if lifted:  # torch's 1-D max pool takes no integers and copies strided input
         t, args = t.unsqueeze(2), route.max_args_2d
     back = False
-    if t.dim() > 3 and t.numel() > 127:
+    if t.dim() > 3:
         fmt = _CHANNELS_LAST[t.dim()]
         if t.dtype in (torch.int8, torch.uint8):
-            if t.is_contiguous(memory_format=fmt) or not t.is_contiguous():
+            if compiling or (t.numel() > 127 and (
+                    t.is_contiguous(memory_format=fmt) or not t.is_contiguous())):
                 # torch's channels_last int8 kernels index planes with int8: above 127 cells
                 # they fail
                 t = t.clone(memory_format=torch.contiguous_format)
-        elif (t.numel() >= _CHANNELS_LAST_MIN and t.shape[1] >= 8 and t.device.type == "cpu"
-              and t.is_contiguous() and t.dtype.is_floating_point
+        elif (not compiling and t.numel() >= _CHANNELS_LAST_MIN and t.shape[1] >= 8
+              and t.device.type == "cpu" and t.is_contiguous() and t.dtype.is_floating_point
               and not t.is_contiguous(memory_format=fmt)):
             # torch's CPU max pool vectorises over channels in channels_last memory format:
             # from 8 channels on that is several times faster, conversions included (below,

@@ -224,7 +224,8 @@ class _AdaptivePoolNd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         x, unbatched = _batched(self, x)
-        return _unbatch(BACKEND.adaptive_pool(x, self.spec.plan(static_shape(x))), unbatched)
+        plan = self.spec.plan(static_shape(x, self.spec.spatial_axes))
+        return _unbatch(BACKEND.adaptive_pool(x, plan), unbatched)
 
     def extra_repr(self) -> str:
         text = f"output_size={self.output_size}"

@@ -299,17 +299,23 @@ def test_layers_compile_fullgraph():
     for size in ((11, 9), (12, 10)):
         x = _input(2, size=size)
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+    dynamic = torch.compile(model, fullgraph=True, dynamic=True)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 11, 9, generator=GEN)
+        torch.testing.assert_close(dynamic(x), model(x), rtol=1e-5, atol=1e-6)
     y, idx = torch.compile(layers.MaxPool3d(2, 1, 1, return_indices=True), fullgraph=True)(
         _input(3))
     up = torch.compile(layers.MaxUnpool3d(2, 1, 1), fullgraph=True)(y, idx, SIZES[3])
     torch.testing.assert_close(up, nn.MaxUnpool3d(2, 1, 1)(y, idx, SIZES[3]))
 
 
-def test_layers_export():
+def test_layers_export_with_a_dynamic_batch():
     _, ours = _native_and_ours()
     x = _input(2, size=(11, 9))
-    exported = torch.export.export(ours, (x,))
-    torch.testing.assert_close(exported.module()(x), ours(x))
+    exported = torch.export.export(ours, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    for batch in (1, 2, 5):  # a plan depends on the spatial sizes only
+        xb = torch.randn(batch, 3, 11, 9, generator=GEN)
+        torch.testing.assert_close(exported.module()(xb), ours(xb))
     same = torch.export.export(layers.MaxPool2d(3, 2, "same", return_indices=True), (x,))
     for got, want in zip(same.module()(x), layers.MaxPool2d(3, 2, "same",
                                                             return_indices=True)(x)):
