@@ -417,6 +417,10 @@ def _power(x: torch.Tensor, p: float) -> torch.Tensor:
         return x.abs()
     if p == 2.0:
         return x * x
+    if p < 1.0 and x.requires_grad:  # d|x|**p at 0 is inf * 0: the canonical gradient is 0
+        a = x.abs()
+        zero = a == 0
+        return torch.where(zero, torch.zeros_like(a), torch.where(zero, 1.0, a) ** p)
     return x.abs() ** p
 
 

@@ -170,10 +170,16 @@ def test_autograd_through_pool2d_equals_oracle_vjp(mode, fmt):
                                rtol=1e-12, atol=1e-12)
 
 
-def test_lp_gradient_of_an_all_zero_window_is_zero_not_nan():
-    x = torch.zeros(1, 1, 4, dtype=torch.float64, requires_grad=True)
-    pa.pool1d(x, "lp", 2, p=2.0, **CF).sum().backward()
-    assert torch.equal(x.grad, torch.zeros_like(x))
+@pytest.mark.parametrize("p", [0.5, 1.0, 2.0, 3.0])
+def test_lp_gradient_at_zero_is_zero_not_nan(p):
+    x_np = np.array([[[0.0, 0.0, 0.0, 2.0, -1.0, 0.0]]])
+    spec = make_spec("lp", 2, p=p, ndim=1, **CF)
+    x = _t(x_np).requires_grad_(True)
+    y = pa.pool1d(x, "lp", 2, p=p, **CF)  # windows: all zero, one zero cell, none
+    g = np.ones(spec.output_shape(x_np.shape))
+    y.backward(_t(g))
+    np.testing.assert_allclose(x.grad.numpy(), oracle.pool_vjp(x_np, spec, g), rtol=1e-12)
+    assert not torch.isnan(x.grad).any()
 
 
 def test_global_max_gradient_goes_to_the_first_maximum():
