@@ -10,7 +10,8 @@ natively, with no transpose and no explicit pad. What JAX lacks is emulated exac
   XLA on CPU flushes subnormals to zero in float comparisons (its pooled values do the same:
   a known deviation on CPU, see ``_FTZ``);
 * the max gradient: JAX sends it to the *last* NaN and has no VJP for dilated max, so max pooling
-  is a ``custom_jvp`` whose tangent is gathered at those indices;
+  is a ``custom_jvp`` whose tangent is gathered at those indices (computed only when
+  differentiating);
 * avg divisors (``count_include_pad``, ceil mode, ``same``): a constant divisor map from the plan.
 
 64-bit data: JAX truncates float64/int64 to 32 bits unless ``jax_enable_x64`` is set. NumPy input
@@ -120,18 +121,22 @@ def _taps(plan: PoolPlan, dim: int) -> list[tuple[int, int, int]]:
     return taps
 
 
-def _argmax(x: jax.Array, plan: PoolPlan) -> jax.Array:
-    """Per-plane flat index of every window's winner, -1 for all-padding windows.
+def _first_max(x: jax.Array, plan: PoolPlan) -> tuple[jax.Array, jax.Array]:
+    """Every window's max and the per-plane flat index of its first maximum (first NaN if
+    any); the dtype's lowest value and index -1 for an all-padding window.
 
-    A loop over the window's taps in row-major order, each a strided slice of the input
-    compared with the best so far (strictly greater wins, so ties keep the first): XLA fuses
-    it into one pass over output-sized arrays (a variadic reduce_window is 6-10x slower and
-    needs an input-sized index array)."""
+    A loop over the window's taps in row-major order, each a strided slice of the input whose
+    integer order key is compared with the best so far (strictly greater wins, so ties keep
+    the first): XLA fuses it into one pass over output-sized arrays. (A variadic
+    reduce_window is 6-10x slower and needs an input-sized index array; gathering the values
+    at the indices afterwards costs more than the loop.)"""
     spec, itype = plan.spec, _index_type(plan.in_size)
     with _x64_scope(itype):
-        key = _order_key(lax.stop_gradient(x))
+        x = lax.stop_gradient(x)
+        key, lowest = _order_key(x), _lowest(x.dtype)
         shape = plan.output_shape(x.shape)
-        best, idx = jnp.full(shape, _lowest(key.dtype)), jnp.full(shape, -1, itype)
+        best = jnp.full(shape, _lowest(key.dtype))
+        value, idx = jnp.full(shape, lowest), jnp.full(shape, -1, itype)
         per_dim = [_taps(plan, d) for d in range(spec.ndim)]
         for combo in itertools.product(*per_dim):
             if any(first >= last for _, first, last in combo):
@@ -146,10 +151,28 @@ def _argmax(x: jax.Array, plan: PoolPlan) -> jax.Array:
                 o = lax.broadcasted_iota(itype, shape, axis)
                 flat = flat + (o * s + offset) * math.prod(plan.in_size[d + 1:])
                 valid = valid & (o >= first) & (o < last)
-            tap = lax.pad(lax.slice(key, start, limit, strides), _lowest(key.dtype), pads)
-            win = valid & ((tap > best) | (idx < 0))
-            best, idx = jnp.where(win, tap, best), jnp.where(win, flat, idx)
-        return idx
+
+            def tap(a, fill, start=start, limit=limit, strides=strides, pads=pads):
+                return lax.pad(lax.slice(a, start, limit, strides), fill, pads)
+
+            k = tap(key, _lowest(key.dtype))
+            win = valid & ((k > best) | (idx < 0))
+            best, idx = jnp.where(win, k, best), jnp.where(win, flat, idx)
+            value = jnp.where(win, tap(x, lowest), value)
+        return value, idx
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_and_index(x: jax.Array, plan: PoolPlan) -> tuple[jax.Array, jax.Array]:
+    return _first_max(x, plan)
+
+
+@_max_and_index.defjvp
+def _max_and_index_jvp(plan: PoolPlan, primals, tangents):
+    (x,), (t,) = primals, tangents
+    value, idx = _first_max(x, plan)
+    no_tangent = np.zeros(idx.shape, jax.dtypes.float0)  # integer outputs have none
+    return (value, idx), (_take(t, idx, plan.spec.channels_first, 0), no_tangent)
 
 
 def _planes(a: jax.Array, channels_first: bool) -> jax.Array:
@@ -175,7 +198,7 @@ def _max_pool(x: jax.Array, plan: PoolPlan) -> jax.Array:
 @_max_pool.defjvp
 def _max_pool_jvp(plan: PoolPlan, primals, tangents):
     (x,), (t,) = primals, tangents
-    idx = _argmax(x, plan)
+    _, idx = _first_max(x, plan)
     return _max_pool(x, plan), _take(t, idx, plan.spec.channels_first, 0)
 
 
@@ -194,6 +217,97 @@ def _root(s: jax.Array, p: float) -> jax.Array:
     pos = s > 0
     safe = jnp.where(pos, s, 1)
     return jnp.where(pos, jnp.sqrt(safe) if p == 2.0 else safe ** (1.0 / p), s * 0)
+
+
+# The bodies, jitted per plan (a static, hashable argument): an eager call reuses the compiled
+# program; inside the caller's jit they are inlined.
+
+
+@partial(jax.jit, static_argnums=1)
+def _pool(x: jax.Array, plan: PoolPlan):
+    spec = plan.spec
+    if spec.mode == "max" and spec.return_indices:
+        value, idx = _max_and_index(x, plan)
+        return value, _int64(idx)
+    if spec.mode == "max":
+        return _max_pool(x, plan)
+    acc = _acc_dtype(x.dtype)
+    xs = x.astype(acc)
+    if spec.mode == "lp":
+        xs = _abs_pow(xs, spec.p)
+    s = lax.reduce_window(xs, np.array(0, acc), lax.add, **_window(plan))
+    if spec.mode == "lp":
+        return _root(s, spec.p).astype(x.dtype)
+    divisor = plan.uniform_divisor
+    if divisor is None:
+        divisor = _spatial_const(plan.divisor_map, spec.channels_first, acc)
+    return (s / divisor).astype(x.dtype)
+
+
+@partial(jax.jit, static_argnums=1)
+def _global_pool(x: jax.Array, spec: GlobalSpec):
+    axes = spec.spatial_axes
+    if spec.mode == "max":
+        cf = spec.data_format == "channels_first"
+        flat = _planes(x, cf)
+        # argmax + gather: the value and the gradient go to the first max (or NaN); jnp.max
+        # would split the gradient between ties.
+        i = jnp.argmax(_order_key(lax.stop_gradient(flat)), axis=2 if cf else 1, keepdims=True)
+        out = jnp.take_along_axis(flat, i, axis=2 if cf else 1)
+        out = out.reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
+        return out if spec.keepdims else out.squeeze(axes)
+    acc = _acc_dtype(x.dtype)
+    if spec.mode == "avg":
+        return jnp.mean(x, axis=axes, dtype=acc, keepdims=spec.keepdims).astype(x.dtype)
+    s = jnp.sum(_abs_pow(x.astype(acc), spec.p), axis=axes, keepdims=spec.keepdims)
+    return _root(s, spec.p).astype(x.dtype)
+
+
+@partial(jax.jit, static_argnums=1)
+def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
+    if plan.uniform:
+        return _pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
+    spec = plan.spec
+    axes = spec.spatial_axes
+    if spec.mode == "avg":
+        out = x.astype(_acc_dtype(x.dtype))
+        for d, axis in enumerate(axes):
+            index, valid = plan.gather(d)
+            trailing = (1,) * (x.ndim - axis - 1)
+            taken = jnp.take(out, index, axis=axis)  # (..., out, width, ...)
+            taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
+            out = taken.sum(axis=axis + 1) / valid.sum(axis=1).reshape((-1, *trailing))
+        return out.astype(x.dtype)
+    flat = _plane_index(spec.data_format == "channels_first", plan.in_size, x.shape,
+                        _index_type(plan.in_size))
+    out = x
+    # The last spatial dim first: the surviving index is the row-major first max.
+    for d in reversed(range(spec.ndim)):
+        axis = axes[d]
+        index, _ = plan.gather(d)
+        taken = jnp.take(out, index, axis=axis)
+        pick = jnp.argmax(_order_key(lax.stop_gradient(taken)), axis=axis + 1, keepdims=True)
+        out = jnp.take_along_axis(taken, pick, axis=axis + 1).squeeze(axis + 1)
+        flat = jnp.take_along_axis(jnp.take(flat, index, axis=axis), pick,
+                                   axis=axis + 1).squeeze(axis + 1)
+    return (out, _int64(flat)) if spec.return_indices else out
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _max_unpool(y: jax.Array, indices: jax.Array, channels_first: bool,
+                out_size: tuple[int, ...]) -> jax.Array:
+    cf, size = channels_first, math.prod(out_size)
+    n, c = y.shape[0], y.shape[1 if cf else -1]
+    flat_y, flat_i = _planes(y, cf), _planes(indices, cf)
+    flat_i = jnp.where(flat_i < 0, size, flat_i)  # all-padding windows: a spare cell
+    batch = jnp.arange(n)[:, None, None]
+    if cf:
+        out = jnp.zeros((n, c, size + 1), y.dtype)
+        out = out.at[batch, jnp.arange(c)[None, :, None], flat_i].set(flat_y)
+        return out[:, :, :size].reshape(n, c, *out_size)
+    out = jnp.zeros((n, size + 1, c), y.dtype)
+    out = out.at[batch, flat_i, jnp.arange(c)[None, None, :]].set(flat_y)
+    return out[:, :size].reshape(n, *out_size, c)
 
 
 _FTZ = ("XLA on CPU flushes subnormal floats to zero in every float op, max and comparisons "
@@ -236,98 +350,26 @@ class JaxBackend(Backend):
 
     def pool(self, x: jax.Array, plan: PoolPlan):
         with _x64_scope(x.dtype, _index_type(plan.in_size)):
-            spec = plan.spec
-            if spec.mode == "max" and spec.return_indices:
-                idx = _argmax(x, plan)
-                values = _take(x, idx, spec.channels_first, _lowest(x.dtype))
-                return values, _int64(idx)
-            if spec.mode == "max":
-                return _max_pool(x, plan)
-            acc = _acc_dtype(x.dtype)
-            xs = x.astype(acc)
-            if spec.mode == "lp":
-                xs = _abs_pow(xs, spec.p)
-            s = lax.reduce_window(xs, np.array(0, acc), lax.add, **_window(plan))
-            if spec.mode == "lp":
-                return _root(s, spec.p).astype(x.dtype)
-            divisor = plan.uniform_divisor
-            if divisor is None:
-                divisor = _spatial_const(plan.divisor_map, spec.channels_first, acc)
-            return (s / divisor).astype(x.dtype)
+            return _pool(x, plan)
 
     def global_pool(self, x: jax.Array, spec: GlobalSpec):
         with _x64_scope(x.dtype):
-            axes = spec.spatial_axes
-            if spec.mode == "max":
-                cf = spec.data_format == "channels_first"
-                flat = _planes(x, cf)
-                # argmax + gather: the value and the gradient go to the first max (or NaN);
-                # jnp.max would split the gradient between ties.
-                i = jnp.argmax(_order_key(lax.stop_gradient(flat)), axis=2 if cf else 1,
-                               keepdims=True)
-                out = jnp.take_along_axis(flat, i, axis=2 if cf else 1)
-                shape = [1 if a in axes else n for a, n in enumerate(x.shape)]
-                out = out.reshape(shape)
-                return out if spec.keepdims else out.squeeze(axes)
-            acc = _acc_dtype(x.dtype)
-            if spec.mode == "avg":
-                return jnp.mean(x, axis=axes, dtype=acc, keepdims=spec.keepdims).astype(x.dtype)
-            s = jnp.sum(_abs_pow(x.astype(acc), spec.p), axis=axes, keepdims=spec.keepdims)
-            return _root(s, spec.p).astype(x.dtype)
+            return _global_pool(x, spec)
 
     def adaptive_pool(self, x: jax.Array, plan: AdaptivePlan):
-        if plan.uniform:
-            return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
-        itype = _index_type(plan.in_size)
-        with _x64_scope(x.dtype, itype):
-            spec = plan.spec
-            axes = spec.spatial_axes
-            if spec.mode == "avg":
-                out = x.astype(_acc_dtype(x.dtype))
-                for d, axis in enumerate(axes):
-                    index, valid = plan.gather(d)
-                    trailing = (1,) * (x.ndim - axis - 1)
-                    taken = jnp.take(out, index, axis=axis)  # (..., out, width, ...)
-                    taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
-                    out = taken.sum(axis=axis + 1) / valid.sum(axis=1).reshape((-1, *trailing))
-                return out.astype(x.dtype)
-            flat = _plane_index(spec.data_format == "channels_first", plan.in_size, x.shape,
-                                itype)
-            out = x
-            # The last spatial dim first: the surviving index is the row-major first max.
-            for d in reversed(range(spec.ndim)):
-                axis = axes[d]
-                index, _ = plan.gather(d)
-                taken = jnp.take(out, index, axis=axis)
-                pick = jnp.argmax(_order_key(lax.stop_gradient(taken)), axis=axis + 1,
-                                  keepdims=True)
-                out = jnp.take_along_axis(taken, pick, axis=axis + 1).squeeze(axis + 1)
-                flat = jnp.take_along_axis(jnp.take(flat, index, axis=axis), pick,
-                                           axis=axis + 1).squeeze(axis + 1)
-            return (out, _int64(flat)) if spec.return_indices else out
+        with _x64_scope(x.dtype, _index_type(plan.in_size)):
+            return _adaptive_pool(x, plan)
 
     def max_unpool(self, y: jax.Array, indices: jax.Array, spec: UnpoolSpec,
                    out_size: tuple[int, ...]):
+        # Range check on concrete indices only: under jit it would need a host round-trip
+        # (there, out-of-range indices are dropped, as by every JAX scatter).
+        if not isinstance(indices, jax.core.Tracer) and indices.size:
+            top = int(jnp.max(indices))
+            if top >= math.prod(out_size):
+                raise ValueError(f"an index ({top}) is outside the output plane {out_size!r}")
         with _x64_scope(y.dtype, indices.dtype):
-            cf = spec.data_format == "channels_first"
-            size = math.prod(out_size)
-            # Range check on concrete indices only: under jit it would need a host round-trip
-            # (there, out-of-range indices are dropped, as by every JAX scatter).
-            if not isinstance(indices, jax.core.Tracer) and indices.size and int(
-                    jnp.max(indices)) >= size:
-                raise ValueError(f"an index ({int(jnp.max(indices))}) is outside the output "
-                                 f"plane {out_size!r}")
-            n, c = y.shape[0], y.shape[1 if cf else -1]
-            flat_y, flat_i = _planes(y, cf), _planes(indices, cf)
-            flat_i = jnp.where(flat_i < 0, size, flat_i)  # all-padding windows: a spare cell
-            batch = jnp.arange(n)[:, None, None]
-            if cf:
-                out = jnp.zeros((n, c, size + 1), y.dtype)
-                out = out.at[batch, jnp.arange(c)[None, :, None], flat_i].set(flat_y)
-                return out[:, :, :size].reshape(n, c, *out_size)
-            out = jnp.zeros((n, size + 1, c), y.dtype)
-            out = out.at[batch, flat_i, jnp.arange(c)[None, None, :]].set(flat_y)
-            return out[:, :size].reshape(n, *out_size, c)
+            return _max_unpool(y, indices, spec.data_format == "channels_first", out_size)
 
 
 BACKEND = JaxBackend()

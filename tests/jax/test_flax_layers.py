@@ -149,7 +149,7 @@ def test_adaptive_and_global_modules_equal_the_oracle(channels_first):
                                                               data_format=fmt))
             for got in (linen(size, data_format=fmt).apply({}, xj),
                         nnx_cls(size, data_format=fmt)(xj)):
-                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
     for mode, linen, nnx_cls in (("avg", layers.GlobalAvgPool, layers.nnx.GlobalAvgPool),
                                  ("max", layers.GlobalMaxPool, layers.nnx.GlobalMaxPool)):
         for keep in (False, True):
@@ -157,7 +157,7 @@ def test_adaptive_and_global_modules_equal_the_oracle(channels_first):
                                                           data_format=fmt))
             for got in (linen(keep, data_format=fmt).apply({}, xj),
                         nnx_cls(keep, data_format=fmt)(xj)):
-                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
 
 
 def test_unbatched_and_many_batch_dims_with_channels_first():
