@@ -202,6 +202,12 @@ def _max_pool_jvp(plan: PoolPlan, primals, tangents):
     return _max_pool(x, plan), _take(t, idx, plan.spec.channels_first, 0)
 
 
+def _divide(s: jax.Array, divisor: Any) -> jax.Array:
+    """``s / divisor``, correctly rounded: XLA rewrites a division by a constant into a
+    multiplication by its reciprocal (6 / 5 -> 1.2000000000000002), not across a barrier."""
+    return s / lax.optimization_barrier(jnp.asarray(divisor, s.dtype))
+
+
 def _abs_pow(x: jax.Array, p: float) -> jax.Array:
     # |x| as x*sign(x): its derivative at 0 is 0 (jnp.abs has 1 there), as in the oracle.
     if p == 2.0:
@@ -241,7 +247,7 @@ def _pool(x: jax.Array, plan: PoolPlan):
     divisor = plan.uniform_divisor
     if divisor is None:
         divisor = _spatial_const(plan.divisor_map, spec.channels_first, acc)
-    return (s / divisor).astype(x.dtype)
+    return _divide(s, divisor).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=1)
@@ -258,7 +264,8 @@ def _global_pool(x: jax.Array, spec: GlobalSpec):
         return out if spec.keepdims else out.squeeze(axes)
     acc = _acc_dtype(x.dtype)
     if spec.mode == "avg":
-        return jnp.mean(x, axis=axes, dtype=acc, keepdims=spec.keepdims).astype(x.dtype)
+        s = jnp.sum(x, axis=axes, dtype=acc, keepdims=spec.keepdims)
+        return _divide(s, math.prod(x.shape[a] for a in axes)).astype(x.dtype)
     s = jnp.sum(_abs_pow(x.astype(acc), spec.p), axis=axes, keepdims=spec.keepdims)
     return _root(s, spec.p).astype(x.dtype)
 
@@ -276,7 +283,7 @@ def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
             trailing = (1,) * (x.ndim - axis - 1)
             taken = jnp.take(out, index, axis=axis)  # (..., out, width, ...)
             taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
-            out = taken.sum(axis=axis + 1) / valid.sum(axis=1).reshape((-1, *trailing))
+            out = _divide(taken.sum(axis=axis + 1), valid.sum(axis=1).reshape((-1, *trailing)))
         return out.astype(x.dtype)
     flat = _plane_index(spec.data_format == "channels_first", plan.in_size, x.shape,
                         _index_type(plan.in_size))

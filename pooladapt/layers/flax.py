@@ -65,7 +65,7 @@ def _pool_spec(mode: str, window_shape: tuple, strides: Any, padding: Any, dilat
 def _spec(mode: str, m: Any) -> PoolSpec:
     if isinstance(m.window_shape, int) or not isinstance(m.window_shape, (list, tuple)):
         raise TypeError(f"window_shape must be a tuple of ints, one per spatial dim (as in "
-                        f"flax.linen.{mode}_pool), got {m.window_shape!r}")
+                        f"flax.linen.max_pool), got {m.window_shape!r}")
     return _pool_spec(mode, _freeze(m.window_shape), _freeze(m.strides), _freeze(m.padding),
                       _freeze(m.dilation), m.ceil_mode, getattr(m, "count_include_pad", False),
                       getattr(m, "p", None), m.data_format)
