@@ -169,3 +169,16 @@ def test_xla_cpu_flushes_subnormals_and_pooladapt_indices_do_not():
     # pooladapt's values flush as every JAX op on CPU (a known deviation); its indices do not
     assert _flat(pa.pool1d(x, "max", 2)) == [0.0, 0.0]
     assert _flat(pa.pool1d(x, "max", 2, return_indices=True)[1]) == [0, 2]
+
+
+def test_jit_divides_by_a_constant_through_its_reciprocal():
+    with jax.enable_x64(True):
+        six = jnp.asarray([6.0], jnp.float64)
+        assert float(jax.jit(lambda t: t / 5.0)(six)[0]) == 1.2000000000000002
+        assert float((six / 5.0)[0]) == 1.2  # eager: a real division
+        # pooladapt: (1 + 2 + 3) / 5 correctly rounded under jit (a window of 5 over 3 cells
+        # and 2 of padding, counted)
+        x = jnp.asarray([1.0, 2.0, 3.0], jnp.float64).reshape(1, 1, 3)
+        pool = jax.jit(lambda t: pa.pool1d(t, "avg", 5, padding=1, count_include_pad=True,
+                                           data_format="NCW"))
+        assert _flat(pool(x)) == [1.2]
