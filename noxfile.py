@@ -72,7 +72,7 @@ def integration(session: nox.Session) -> None:
     """Every NumPy-2 framework in one environment: cross-backend agreement, the model port,
     the examples that swap backends."""
     _install(session, "all")
-    session.run("pytest", "tests/integration", *session.posargs,
+    session.run("pytest", "tests/integration", "tests/core/test_examples.py", *session.posargs,
                 env={"HYPOTHESIS_PROFILE": "ci"})
 
 
