@@ -402,3 +402,43 @@ def test_unpool_misuse():
         pa.max_unpool2d(y, idx, (2, 2))
     with raises(ValueError, "output_size"):
         pa.max_unpool2d(y, idx.copy())  # a copy is not the index array the pooling returned
+
+
+# ------------------------------------------------------------------ repeated functional calls
+
+
+def test_functional_calls_validate_every_time():
+    """A valid call first: no cache of built specs may let an equal-comparing bad value
+    (2.0 == 2, True == 1) through afterwards."""
+    for good, bad, name in ((dict(window=2), dict(window=2.0), "window"),
+                            (dict(window=1), dict(window=True), "window"),
+                            (dict(window=2), dict(window=np.float64(2)), "window"),
+                            (dict(window=1, stride=1), dict(window=1, stride=True), "stride"),
+                            (dict(window=2, ceil_mode=True), dict(window=2, ceil_mode=1),
+                             "ceil_mode"),
+                            (dict(window=3, padding=1), dict(window=3, padding=1.0), "padding")):
+        pa.pool2d(X, "max", **good)
+        with raises(TypeError, name):
+            pa.pool2d(X, "max", **bad)
+    pa.pool2d(X, "avg", 2, count_include_pad=False)
+    with raises(TypeError, "count_include_pad"):
+        pa.pool2d(X, "avg", 2, count_include_pad=0)
+
+
+def test_functional_calls_read_the_default_data_format_each_time(monkeypatch):
+    x = np.zeros((1, 4, 6, 8))
+    pa.set_data_format("channels_first")
+    assert pa.pool2d(x, "max", 2).shape == (1, 4, 3, 4)
+    pa.set_data_format("channels_last")
+    assert pa.pool2d(x, "max", 2).shape == (1, 2, 3, 8)
+    pa.set_data_format(None)
+    monkeypatch.setenv("POOLADAPT_DATA_FORMAT", "NCHW")
+    assert pa.pool2d(x, "max", 2).shape == (1, 4, 3, 4)
+    monkeypatch.setenv("POOLADAPT_DATA_FORMAT", "NHWC")
+    assert pa.pool2d(x, "max", 2).shape == (1, 2, 3, 8)
+
+
+def test_functional_calls_take_unhashable_arguments():
+    want = pa.pool2d(X, "avg", (2, 3), (1, 2), ((0, 1), (1, 0)))
+    got = pa.pool2d(X, "avg", [2, 3], np.array([1, 2]), [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(got, want)
