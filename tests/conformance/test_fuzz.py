@@ -4,8 +4,9 @@ Hypothesis draws the spec and the input (``pooladapt.strategies.inputs``: a seed
 a few cells set to NaN, +-inf, +-0.0, subnormals, large values or integer extremes), so a
 failure shrinks to a small spec and the special cells that matter. The default test run draws
 a quarter of the ``ci`` profile's examples (30 per test); ``nox -s fuzz`` runs the ``fuzz``
-profile (10,000 examples per test and backend). A failure prints the shrunk example as a ready-to-paste regression test:
-paste it at the end of this module, where the helpers it calls live.
+profile (10,000 examples per test and backend). A failure prints the shrunk example as a
+ready-to-paste regression test: paste it at the end of this module, where the helpers it
+calls live.
 
 Max, indices, integers and unpooling must be bit-exact. avg and lp may differ from the exact
 answer by their rounding error when accumulated in float32 (float64 for float64 input):
@@ -119,7 +120,7 @@ def _where(mask: np.ndarray, w: np.ndarray, g: np.ndarray) -> str:
 
 
 def _check_values(case: Case, x: np.ndarray, want, got) -> None:
-    want, got = np.asarray(want), got
+    want = np.asarray(want)
     assert isinstance(got, np.ndarray), f"got {type(got).__name__}, expected a NumPy array"
     assert got.shape == want.shape, f"shape {got.shape}, expected {want.shape}"
     assert str(got.dtype) == case.dtype, f"dtype {got.dtype}, expected {case.dtype}"
