@@ -161,6 +161,27 @@ class Pool3D(_PoolND):
     ndim = 3
 
 
+def _typed(value: Any) -> Any:
+    """A cache key that tells 2 from 2.0 and True, also inside tuples."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_typed(v) for v in value))
+    return (type(value), value)
+
+
+_spec_cache: dict[Any, PoolSpec] = {}
+
+
+def _cached_spec(args: tuple, ndim: int) -> PoolSpec:
+    key = (_typed(args), ndim)
+    spec = _spec_cache.get(key)
+    if spec is None:
+        spec = make_spec(*args, ndim=ndim)
+        if len(_spec_cache) > 1024:
+            _spec_cache.clear()
+        _spec_cache[key] = spec
+    return spec
+
+
 def _functional(cls: type[_PoolND]):
     def pool(
         x: Any,
@@ -177,8 +198,13 @@ def _functional(cls: type[_PoolND]):
         *,
         backend: str | None = None,
     ):
-        return cls(mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
-                   data_format, return_indices, backend=backend)(x)
+        args = (mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
+                data_format or dispatch.default_data_format(), return_indices)
+        try:
+            spec = _cached_spec(args, cls.ndim)
+        except TypeError:  # unhashable arguments (lists): build uncached; errors re-raise here
+            spec = make_spec(*args, ndim=cls.ndim)
+        return run_pool(x, spec, backend)
 
     pool.__name__ = pool.__qualname__ = f"pool{cls.ndim}d"
     pool.__doc__ = (f"Functional form of :class:`{cls.__name__}`: "

@@ -174,3 +174,23 @@ def test_output_shape_of_both_layouts():
     assert s.output_shape((8, 7, 5, 3)) == (8, 4, 3, 3)
     t = spec("max", 3, stride=2, padding=1, data_format="channels_first")
     assert t.output_shape((8, 3, 7, 5)) == (8, 3, 4, 3)
+
+
+def test_functional_spec_cache_tells_ints_from_floats_and_bools():
+    x = np.zeros((1, 4, 4, 1), dtype=np.float32)
+    assert pa.pool2d(x, "max", 2).shape == (1, 2, 2, 1)  # caches window=2
+    for window in (2.0, True, (2.0, 2), (True, 2)):
+        with pytest.raises(TypeError, match="window"):
+            pa.pool2d(x, "max", window)
+
+
+def test_functional_spec_cache_follows_the_default_data_format():
+    x = np.zeros((1, 1, 4, 6), dtype=np.float32)
+    assert pa.pool2d(x, "max", 1).shape == (1, 1, 4, 6)
+    pa.set_data_format("channels_first")
+    try:
+        assert pa.pool2d(x, "max", 2).shape == (1, 1, 2, 3)
+    finally:
+        pa.set_data_format(None)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        pa.pool2d(x, "max", 2)  # channels_last again: a spatial dim of size 1
