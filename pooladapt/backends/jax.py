@@ -12,7 +12,10 @@ natively, with no transpose and no explicit pad. What JAX lacks is emulated exac
 * the max gradient: JAX sends it to the *last* NaN and has no VJP for dilated max, so max pooling
   is a ``custom_jvp`` whose tangent is gathered at those indices (computed only when
   differentiating);
-* avg divisors (``count_include_pad``, ceil mode, ``same``): a constant divisor map from the plan.
+* avg divisors (``count_include_pad``, ceil mode, ``same``): the plan's divisor (a constant, or
+  the divisor map), divided across an optimization barrier so XLA keeps a real division.
+
+Each body is jitted once per plan (a static argument), so an eager call costs one dispatch.
 
 64-bit data: JAX truncates float64/int64 to 32 bits unless ``jax_enable_x64`` is set. NumPy input
 of a 64-bit dtype is converted, pooled and differentiated inside a scoped ``jax.enable_x64``
