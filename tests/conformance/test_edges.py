@@ -308,6 +308,7 @@ def test_all_padding_windows(backend, deviation, dtype):
     assert_values(y, [[[lowest]]], dtype)
     assert_indices(idx, [[[-1]]])
     assert_values(call(backend, "max_unpool1d", y, idx, 2, data_format="NCW"), [[[0, 0]]], dtype)
+    assert_values(call(backend, "pool1d", x, "max", **geo), [[[lowest]]], dtype)  # no indices
     if dtype in INTS:
         return
     assert_values(call(backend, "pool1d", x, "avg", **geo), [[[math.nan]]], dtype)  # 0 / 0
@@ -320,6 +321,10 @@ def test_all_padding_windows(backend, deviation, dtype):
                   return_indices=True)
     assert_values(y, [[[[lowest]]]], dtype)
     assert_indices(idx, [[[[-1]]]])
+    # same padding puts one window of a single cell entirely in the padding
+    got = call(backend, "pool1d", ncw([2.875], dtype), "max", 2, padding="same", dilation=2,
+               data_format="NCW")
+    assert_values(got, [[[-math.inf]]], dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
