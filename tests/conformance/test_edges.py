@@ -113,6 +113,16 @@ def test_half_precision_sum_does_not_lose_small_terms(backend, deviation, dtype)
                   [[[want]]], dtype)
 
 
+def test_float16_overflow_of_the_result_is_inf(backend, deviation):
+    deviation(backend, "dtype:float16")
+    x = ncw([60000, 60000], "float16")  # the 1-norm, 120000, is past float16's largest value
+    for fn, args in (("pool1d", (2,)), ("global_pool1d", ())):
+        assert_values(call(backend, fn, x, "lp", *args, p=1, data_format="NCW"),
+                      np.full((1, 1, 1) if args else (1, 1), math.inf), "float16")
+        assert_values(call(backend, fn, x, "avg", *args, data_format="NCW"),
+                      np.full((1, 1, 1) if args else (1, 1), 60000.0), "float16")
+
+
 # ------------------------------------------------------------------ infinities, zeros, tiny
 
 
