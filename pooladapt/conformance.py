@@ -404,7 +404,8 @@ def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values")
                                 if bad.any() else "")
 
 
-def _vjp_expected(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+def expected_vjp(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The oracle's vector-Jacobian product for ``case`` at ``x`` with cotangent ``g``."""
     kw = case.kwargs
     kw.pop("return_indices", None)
     if case.kind == "pool":
@@ -450,7 +451,7 @@ def _run_gradient(case: Case, backend: str, x: np.ndarray) -> Result:
     fn, pos, kw = _entry(values_only)
     g = np.random.default_rng(7).standard_normal(np.shape(expected(values_only, x)))
     dx = be.vjp(lambda t: fn(t, *pos, **kw), be.from_numpy(x), be.from_numpy(g))
-    want = _vjp_expected(case, x, g)
+    want = expected_vjp(case, x, g)
     ok, err, msg = compare(case, want, be.to_numpy(dx), "gradient")
     return Result(case, backend, ok, err, msg)
 

@@ -442,7 +442,7 @@ class NumpyBackend(Backend):
             else:
                 out = np.sum(np.abs(x, dtype=acc) ** spec.p, axis=axes,
                              keepdims=spec.keepdims) ** (1.0 / spec.p)
-        return out.astype(x.dtype, copy=False)
+            return out.astype(x.dtype, copy=False)  # past float16's range: inf, silently
 
     def adaptive_pool(self, x: np.ndarray, plan: AdaptivePlan):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):

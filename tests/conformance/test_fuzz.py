@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 import pooladapt as pa
 from pooladapt import dispatch, oracle
-from pooladapt.conformance import INT_DTYPES, Case, expected, np_dtype
-from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec
+from pooladapt.conformance import INT_DTYPES, Case, expected, expected_vjp, np_dtype
+from pooladapt.spec import make_adaptive_spec, make_spec
 from pooladapt.strategies import (
     adaptive_cases,
     cases_with_inputs,
@@ -178,20 +178,6 @@ def check_unpool_roundtrip(case: Case, x: np.ndarray, backend: str) -> None:
     _check_values(case, x, expected(case, x), got)
 
 
-def _vjp_expected(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    kw = case.kwargs
-    kw.pop("return_indices", None)
-    if case.kind == "pool":
-        return oracle.pool_vjp(x, make_spec(**kw, ndim=case.ndim), g)
-    if case.kind == "adaptive":
-        return oracle.adaptive_vjp(x, make_adaptive_spec(**kw, ndim=case.ndim), g)
-    spec = make_global_spec(**kw, ndim=case.ndim)  # a pool whose window is the whole plane
-    full = make_spec(spec.mode, case.spatial, p=spec.p if spec.mode == "lp" else None,
-                     data_format=spec.data_format, ndim=case.ndim)
-    g = g if spec.keepdims else np.expand_dims(g, axis=spec.spatial_axes)
-    return oracle.pool_vjp(x, full, g)
-
-
 def check_gradient(case: Case, x: np.ndarray, backend: str, seed: int = 0) -> None:
     """Assert that the backend's autograd equals the oracle's vector-Jacobian product."""
     be = dispatch.load(backend).BACKEND
@@ -201,7 +187,7 @@ def check_gradient(case: Case, x: np.ndarray, backend: str, seed: int = 0) -> No
                                        case.dtype, batch=case.batch), x))
     g = np.random.default_rng(seed).integers(-8, 9, size=out_shape) / 4.0
     dx = be.to_numpy(be.vjp(lambda t: fn(t, **kw), be.from_numpy(x), be.from_numpy(g)))
-    want = _vjp_expected(case, x, g)
+    want = expected_vjp(case, x, g)
     assert dx.shape == want.shape, f"gradient shape {dx.shape}, expected {want.shape}"
     bad = ~(np.abs(dx.astype(np.float64) - want) <= 1e-9 + 1e-7 * np.abs(want))
     assert not bad.any(), f"gradient: {int(bad.sum())} values off: {_where(bad, want, dx)}"
