@@ -67,6 +67,14 @@ def _lowest(dtype: tf.DType):
     return dtype.min if dtype.is_integer else -np.inf
 
 
+def _empty_windows(plan: PoolPlan) -> np.ndarray:
+    """Boolean map over the output plane: windows that hold no cell of the input."""
+    real = np.ones((), dtype=np.int64)
+    for counts in plan.real_counts:
+        real = np.multiply.outer(real, np.asarray(counts, dtype=np.int64))
+    return real == 0
+
+
 def _spatial_const(a: np.ndarray, dtype: tf.DType) -> tf.Tensor:
     """A constant over the output plane, shaped to broadcast against NHWC."""
     return tf.constant(a[None, ..., None], dtype=dtype)
@@ -364,6 +372,11 @@ class TensorflowBackend(Backend):
         if spec.mode == "max":
             same = _is_tf_same(plan)
             y = _exact_max(xl, lambda t, fill: _reduce(t, plan, "MAX", same, fill))
+            if plan.all_padding_windows and x.dtype.is_floating:
+                # MaxPool starts from the lowest finite value: a window of padding only
+                # (dilation) comes out as -3.4e38 instead of -inf
+                empty = _spatial_const(_empty_windows(plan), tf.bool)
+                y = tf.where(empty, tf.constant(-np.inf, y.dtype), y)
             return _from_last(y, cf)
         work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
         xl = tf.cast(xl, work)
