@@ -24,6 +24,16 @@ def _install(session: nox.Session, backend: str) -> None:
     session.install("--no-deps", "-e", ".")
 
 
+def _backend_python(session: nox.Session, backend: str) -> str | None:
+    """The Python of the environment ``tests(<backend>)`` installed, or None with a warning."""
+    pythons = [os.path.join(".nox", name, "bin", "python")
+               for name in (f"tests-{backend}", f"tests-backend-{backend}")]
+    python = next((p for p in pythons if os.path.exists(p)), None)
+    if python is None:
+        session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
+    return python
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff lint of the package, tests, examples and benchmarks."""
@@ -89,11 +99,8 @@ def bench(session: nox.Session) -> None:
     threads = options[options.index("--threads") + 1] if "--threads" in options else None
     suffix = f"-{threads}thread" if threads else ""
     for backend in chosen:
-        pythons = [os.path.join(".nox", name, "bin", "python")
-                   for name in (f"tests-{backend}", f"tests-backend-{backend}")]
-        python = next((p for p in pythons if os.path.exists(p)), None)
+        python = _backend_python(session, backend)
         if python is None:
-            session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
             continue
         session.run(python, "-m", "benchmarks.run", "--backend", backend, "--json",
                     os.path.join("benchmarks", "results", f"{backend}{suffix}.json"), *options,
@@ -114,11 +121,8 @@ def fuzz(session: nox.Session) -> None:
     options = [a for a in session.posargs if a not in BACKENDS]
     failed = []
     for backend in chosen:
-        pythons = [os.path.join(".nox", name, "bin", "python")
-                   for name in (f"tests-{backend}", f"tests-backend-{backend}")]
-        python = next((p for p in pythons if os.path.exists(p)), None)
+        python = _backend_python(session, backend)
         if python is None:
-            session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
             continue
         try:
             session.run(python, "-m", "pytest", "tests/conformance/test_fuzz.py", *options,
