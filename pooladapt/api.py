@@ -83,12 +83,20 @@ def _plane_of(indices: Any) -> tuple[int, ...] | None:
 
 def run_pool(x: Any, spec: PoolSpec, backend: str | None = None):
     """Pool ``x`` with a built spec on the backend chosen by the dispatch rules."""
+    return _pool_once(x, spec, backend)[0]
+
+
+def _pool_once(x: Any, spec: PoolSpec, backend: str | None):
+    """The pooled result, and for a framework tensor the backend call and plan to reuse."""
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
     out = _finish(be, be.pool(xt, plan), native)
     if spec.return_indices:
         _remember_plane(out[1], plan.in_size)
-    return out
+    return out, ((be.pool, plan) if native else None)
+
+
+_FAST_ENTRIES = 64  # distinct (tensor type, dtype, shape, backend) per layer before it forgets
 
 
 class _PoolND:
@@ -113,10 +121,30 @@ class _PoolND:
             mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
             data_format, return_indices, ndim=self.ndim)
         self.backend = None if backend is None else dispatch.normalize_backend_name(backend)
+        # (type, dtype, shape, backend) of a framework tensor -> (backend.pool, plan): a repeat
+        # call skips dispatch, dtype and shape checks, which ran on the first call.
+        self._fast: dict[tuple, tuple] = {}
 
     def __call__(self, x: Any, backend: str | None = None):
         """Pool ``x`` (NumPy array or framework tensor); see the class docstring."""
-        return run_pool(x, self.spec, backend or self.backend)
+        if backend is None:
+            backend = self.backend
+        try:
+            key: tuple | None = (type(x), x.dtype, x.shape, backend)
+            entry = self._fast.get(key)  # type: ignore[arg-type]
+        except (AttributeError, TypeError):  # no shape, or an unhashable symbolic shape
+            key = entry = None
+        if entry is not None:
+            out = entry[0](x, entry[1])
+            if self.spec.return_indices:
+                _remember_plane(out[1], entry[1].in_size)
+            return out
+        out, entry = _pool_once(x, self.spec, backend)
+        if entry is not None and key is not None:
+            if len(self._fast) >= _FAST_ENTRIES:
+                self._fast.clear()
+            self._fast[key] = entry
+        return out
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Output shape for an input of ``shape`` (validates it)."""
@@ -168,18 +196,22 @@ def _typed(value: Any) -> Any:
     return (type(value), value)
 
 
-_spec_cache: dict[Any, PoolSpec] = {}
+_layer_cache: dict[Any, _PoolND] = {}
 
 
-def _cached_spec(args: tuple, ndim: int) -> PoolSpec:
-    key = (_typed(args), ndim)
-    spec = _spec_cache.get(key)
-    if spec is None:
-        spec = make_spec(*args, ndim=ndim)
-        if len(_spec_cache) > 1024:
-            _spec_cache.clear()
-        _spec_cache[key] = spec
-    return spec
+def _cached_layer(cls: type[_PoolND], args: tuple) -> _PoolND:
+    types = tuple(map(type, args))
+    key = (cls, _typed(args) if tuple in types or list in types else (args, types))
+    try:
+        layer = _layer_cache.get(key)
+    except TypeError:  # an unhashable argument: build uncached (its validation explains it)
+        return cls(*args)
+    if layer is None:
+        layer = cls(*args)
+        if len(_layer_cache) > 1024:
+            _layer_cache.clear()
+        _layer_cache[key] = layer
+    return layer
 
 
 def _functional(cls: type[_PoolND]):
@@ -200,11 +232,7 @@ def _functional(cls: type[_PoolND]):
     ):
         args = (mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
                 data_format or dispatch.default_data_format(), return_indices)
-        try:
-            spec = _cached_spec(args, cls.ndim)
-        except TypeError:  # unhashable arguments (lists): build uncached; errors re-raise here
-            spec = make_spec(*args, ndim=cls.ndim)
-        return run_pool(x, spec, backend)
+        return _cached_layer(cls, args)(x, backend)
 
     pool.__name__ = pool.__qualname__ = f"pool{cls.ndim}d"
     pool.__doc__ = (f"Functional form of :class:`{cls.__name__}`: "
