@@ -334,9 +334,12 @@ def expected(case: Case, x: np.ndarray):
                                               data_format=kw["data_format"]), plane)
 
 
-def actual(case: Case, x: np.ndarray, backend: str):
-    """The backend's answer for ``case``, computed on the backend's own tensor type."""
+def actual(case: Case, x: np.ndarray, backend: str, native: bool = True):
+    """The backend's answer for ``case`` as NumPy, computed on the backend's own tensor type
+    (``native``) or on the NumPy array with ``backend=``."""
     be = dispatch.load(backend).BACKEND
+    put = be.from_numpy if native else (lambda a: a)
+    choose = {} if native else {"backend": backend}
     if case.kind == "unpool":
         kw = case.kwargs
         fmt = kw.pop("data_format")
@@ -344,10 +347,12 @@ def actual(case: Case, x: np.ndarray, backend: str):
         y, idx = oracle.pool(x, spec)
         plane = spec.plan(x.shape).in_size
         fn = getattr(pa, f"max_unpool{case.ndim}d")
-        out = fn(be.from_numpy(y.astype(x.dtype)), be.from_numpy(idx), plane, data_format=fmt)
-        return be.to_numpy(out)
-    fn, pos, kw = _entry(case)
-    out = fn(be.from_numpy(x), *pos, **kw)
+        out = fn(put(y.astype(x.dtype)), put(idx), plane, data_format=fmt, **choose)
+    else:
+        fn, pos, kw = _entry(case)
+        out = fn(put(x), *pos, **kw, **choose)
+    if not native:
+        return out
     if isinstance(out, tuple):
         return tuple(be.to_numpy(o) for o in out)
     return be.to_numpy(out)

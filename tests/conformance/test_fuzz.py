@@ -28,8 +28,8 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 import pooladapt as pa
-from pooladapt import dispatch, oracle
-from pooladapt.conformance import INT_DTYPES, Case, expected, expected_vjp, np_dtype
+from pooladapt import dispatch
+from pooladapt.conformance import INT_DTYPES, Case, actual, expected, expected_vjp, np_dtype
 from pooladapt.spec import make_adaptive_spec, make_spec
 from pooladapt.strategies import (
     adaptive_cases,
@@ -58,27 +58,6 @@ def arr(values: list, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ running one example
-
-
-def _backend_call(case: Case, x: np.ndarray, backend: str, native: bool):
-    """The backend's answer via the public API, as NumPy: on its own tensor (``native``) or
-    on the NumPy array with ``backend=``."""
-    be = dispatch.load(backend).BACKEND
-    fn = getattr(pa, _ENTRY[case.kind].format(case.ndim))
-    put = be.from_numpy if native else (lambda a: a)
-    choose = {} if native else {"backend": backend}
-    if case.kind == "unpool":
-        kw = case.kwargs
-        fmt = kw.pop("data_format")
-        spec = make_spec("max", **kw, return_indices=True, data_format=fmt, ndim=case.ndim)
-        y, idx = oracle.pool(x, spec)
-        plane = spec.plan(x.shape).in_size
-        out = fn(put(y.astype(x.dtype)), put(idx), plane, data_format=fmt, **choose)
-    else:
-        out = fn(put(x), **case.kwargs, **choose)
-    if isinstance(out, tuple):
-        return tuple(be.to_numpy(o) if native else o for o in out)
-    return be.to_numpy(out) if native else out
 
 
 def _taps(case: Case, x: np.ndarray) -> int:
@@ -153,7 +132,7 @@ def _check_values(case: Case, x: np.ndarray, want, got) -> None:
 def check_forward(case: Case, x: np.ndarray, backend: str, native: bool = True) -> None:
     """Assert that the backend computes the oracle's answer for ``case`` on ``x``."""
     want = expected(case, x)
-    got = _backend_call(case, x, backend, native)
+    got = actual(case, x, backend, native)
     if not isinstance(want, tuple):
         return _check_values(case, x, want, got)
     assert isinstance(got, tuple) and len(got) == 2, "expected (values, indices)"
