@@ -17,6 +17,7 @@ inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -145,14 +146,41 @@ def _better(F: Any, cand: Any, best: Any, floating: bool) -> Any:
     return win + (cand != cand) * (best == best) if floating else win
 
 
+@functools.lru_cache(maxsize=256)
+def _first_real_maps(plan: PoolPlan) -> np.ndarray:
+    """Per tap, 1 where it is the window's first cell of the unpadded input."""
+    real = _tap_index_maps(plan) >= 0
+    seen = np.logical_or.accumulate(real, axis=0)
+    return real & ~np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
+
+
+def _first_real(F: Any, x: Any, plan: PoolPlan) -> list[Any]:
+    """``_first_real_maps`` as arrays of x's dtype broadcastable against a tap (a symbol
+    builds them from a padded plane of ones)."""
+    if not _is_symbol(F):
+        return [nd.array(m, ctx=x.context, dtype=x.dtype) for m in _first_real_maps(plan)]
+    spec = plan.spec
+    one = x
+    for axis in (0, 1 if spec.channels_first else spec.ndim + 1):
+        one = F.slice_axis(one, axis=axis, begin=0, end=1)
+    seen, out = None, []
+    for real in _tap_slices(F, _pad(F, F.ones_like(one), spec, plan.total_pads, 0), plan):
+        out.append(real if seen is None else real * (1 - seen))
+        seen = real if seen is None else F.maximum(seen, real)
+    return out
+
+
 def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype, with_indices: bool):
-    """Max over the taps of the -inf padded input; optionally per-plane flat indices."""
+    """Max over the taps of the -inf padded input; optionally per-plane flat indices. A
+    window's first real cell beats the padding before it even when equal (-inf, integer
+    minimum): it gets the index and the gradient."""
     floating = not _is_int(dtype)
     xp = _pad(F, x, plan.spec, plan.total_pads, _lowest(dtype))
     if with_indices:
         if _is_symbol(F):
             raise NotImplementedError("return_indices needs concrete mx.nd arrays")
         maps = [nd.array(m, ctx=x.context, dtype="float64") for m in _tap_index_maps(plan)]
+    first = _first_real(F, x, plan) if plan.has_padding else None
     best = idx = None
     for t, cand in enumerate(_tap_slices(F, xp, plan)):
         if best is None:
@@ -160,26 +188,136 @@ def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype, with_indices: bool
             idx = F.broadcast_like(maps[0], cand) if with_indices else None
             continue
         win = _better(F, cand, best, floating)
+        if first is not None:
+            win = F.broadcast_add(win, first[t])
         if with_indices:
-            tap = F.broadcast_like(maps[t], best)
-            win = F.cast(win, "float64")
-            if plan.has_padding:  # the first real cell wins even if it equals the padding
-                win = win + (idx < 0) * (tap >= 0)
-            idx = F.where(win, tap, idx)
+            idx = F.where(win, F.broadcast_like(maps[t], best), idx)
         best = F.where(win, cand, best)
     return (best, F.cast(idx, "int64")) if with_indices else best
 
 
-def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
-    explicit = not plan.symmetric_pads
-    if explicit:
-        x = _pad(F, x, plan.spec, plan.total_pads, -math.inf)
-    y = _native(F, x, plan, "max", explicit)
-    # MXNet max skips NaN and starts from the dtype's lowest finite value, so an all -inf
-    # window gives that value. code: 1 = a NaN in the window (answer NaN), -1 = only -inf
-    # (answer -inf), 0 = anything else (MXNet is right); sqrt(-code) * -inf maps 1 and -1.
-    code = _native(F, (x != x) - (x == -math.inf), plan, "max", explicit)
+@functools.lru_cache(maxsize=512)
+def _max_route(plan: PoolPlan) -> tuple:
+    """How ``Pooling`` gives the plan's max windows with no padded copy of the input.
+
+    Per dim, a symmetric native pad ``p = lo + m * stride`` (``p < window``) puts a native
+    window start on every plan window start; the first ``m`` native windows and any past
+    ``out_size`` are cropped. Native windows keep only their real cells (MXNet clips them),
+    which is the max of the plan's -inf padded window: each plan window holds a real cell.
+    Returns ``(pads, convention, highs, sizes, crop)``: ``highs`` are -inf cells to
+    concatenate where no native pad fits, ``sizes`` the native output size, ``crop`` the
+    ``(begin, end)`` to keep per dim (None: all of it).
+    """
+    spec = plan.spec
+
+    def solve(d: int, convention: str) -> tuple[int, int, int] | None:
+        k, s, n = spec.window[d], spec.stride[d], plan.in_size[d]
+        for p in range(plan.pads[d][0], k, s):
+            span = n + 2 * p - k
+            count = (span // s if convention == "valid" else -(-span // s)) + 1
+            if span >= 0 and count - (p - plan.pads[d][0]) // s >= plan.out_size[d]:
+                return p, (p - plan.pads[d][0]) // s, count
+        return None
+
+    for convention in ("valid", "full"):
+        found = [solve(d, convention) for d in range(spec.ndim)]
+        if all(found):
+            break
+    else:  # pad the high side by hand where no native pad reaches (pads (0, 2), stride 1)
+        convention, found = "valid", []
+        for d in range(spec.ndim):
+            (lo, hi), k, s = plan.total_pads[d], spec.window[d], spec.stride[d]
+            span = plan.in_size[d] + hi + 2 * lo - k
+            found.append(solve(d, convention) or (lo, 0, span // s + 1))
+    highs = tuple(0 if solve(d, convention) else plan.total_pads[d][1]
+                  for d in range(spec.ndim))
+    pads, begins, sizes = (tuple(f[i] for f in found) for i in range(3))
+    crop = None
+    if any(begins) or sizes != plan.out_size:
+        crop = tuple((b, b + n) for b, n in zip(begins, plan.out_size))
+    return pads, convention, highs, sizes, crop
+
+
+def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
+               sizes: tuple[int, ...]) -> Any:
+    """Max ``Pooling`` in a view that oneDNN's fast kernel takes: a 4-d or 5-d channels-first
+    array with more than one channel (1-d pooling, MXNet's channels-last layouts and a single
+    channel fall back to slow kernels). Channels last pools a view whose channels are the
+    batch and whose last dim, window 1, is the channels."""
+    kw = dict(pool_type="max", pooling_convention=convention)
+    if spec.channels_first:
+        if spec.ndim == 1:
+            y = F.Pooling(x.reshape((0, 0, 1, -1)), kernel=(1, *kernel), stride=(1, *stride),
+                          pad=(0, *pad), **kw)
+            return y.reshape((0, 0, -1))
+        return F.Pooling(x, kernel=kernel, stride=stride, pad=pad, **kw)
+    if spec.ndim == 3:  # H and W with D as the channels, then D with the batch as channels
+        y = F.Pooling(x, kernel=(*kernel[1:], 1), stride=(*stride[1:], 1),
+                      pad=(*pad[1:], 0), **kw)
+        y = F.Pooling(y.reshape((-4, 1, -1, 0, -3, 0)), kernel=(kernel[0], 1, 1),
+                      stride=(stride[0], 1, 1), pad=(pad[0], 0, 0), **kw)
+        return y.reshape((-3, 0, -4, sizes[1], -1, 0))
+    y = F.Pooling(x.reshape((-4, 1, -1, *(0,) * (spec.ndim + 1))), kernel=(*kernel, 1),
+                  stride=(*stride, 1), pad=(*pad, 0), **kw)
+    return y.reshape((-3, *(0,) * (spec.ndim + 1)))
+
+
+def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
+    """The plan's max windows of x as MXNet computes max (NaN skipped, from the lowest
+    finite value): exact for finite input."""
+    spec = plan.spec
+    pads, convention, highs, sizes, crop = _max_route(plan)
+    if any(highs):
+        x = _pad(F, x, spec, tuple((0, e) for e in highs), -math.inf)
+    y = _pool_view(F, x, spec, spec.window, spec.stride, pads, convention, sizes)
+    if crop is None:
+        return y
+    begin, end = [None] * (spec.ndim + 2), [None] * (spec.ndim + 2)
+    for axis, (b, e) in zip(spec.spatial_axes, crop):
+        begin[axis], end[axis] = b, e
+    return F.slice(y, begin=tuple(begin), end=tuple(end))
+
+
+def _nonfinite_rows(x: Any) -> np.ndarray | None:
+    """The batch rows of x holding a NaN or an infinity, None when none does. One global
+    average pooling (oneDNN) reads x: a NaN or infinity makes its plane's mean non-finite
+    (a float32 overflow flags a row too, which only costs the exact path)."""
+    s = x.shape
+    view = x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
+    with mx.autograd.pause():
+        means = nd.Pooling(view, kernel=(1, 1), global_pool=True, pool_type="avg").asnumpy()
+    bad = ~np.isfinite(means.reshape(s[0], -1)).all(axis=1)
+    return np.flatnonzero(bad) if bad.any() else None
+
+
+def _restore(F: Any, x: Any, y: Any, plan: PoolPlan) -> Any:
+    """MXNet's max y made canonical: code 1 = a NaN in the window (answer NaN), -1 = only
+    -inf (answer -inf, where MXNet gives the lowest finite value), 0 = y is right;
+    sqrt(-code) * -inf maps 1 and -1. Under autograd the taps instead, so that the gradient
+    of those windows reaches their first NaN or first real -inf cell (a symbol cannot
+    tell: its gradient there is 0)."""
+    if not _is_symbol(F) and mx.autograd.is_recording():
+        return _tap_max(F, x, plan, np.dtype(x.dtype), False)
+    code = _max_windows(F, (x != x) - (x == -math.inf), plan)
     return F.where(code, F.sqrt(-code) * -math.inf, y)
+
+
+def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
+    half = dtype == np.float16
+    if half:  # MXNet's float16 pooling has no oneDNN kernel; float32 is exact and ~7x faster
+        x = F.cast(x, "float32")
+    y = _max_windows(F, x, plan)
+    if _is_symbol(F):
+        y = _restore(F, x, y, plan)
+    else:  # the code map only for batch rows with a NaN or an infinity
+        rows = _nonfinite_rows(x)
+        if rows is not None and len(rows) == x.shape[0]:
+            y = _restore(F, x, y, plan)
+        elif rows is not None:
+            rows = nd.array(rows, ctx=x.context, dtype="int64")
+            fixed = _restore(F, nd.take(x, rows), nd.take(y, rows), plan)
+            y = nd.contrib.index_copy(y, rows, fixed)
+    return F.cast(y, "float16") if half else y
 
 
 def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
