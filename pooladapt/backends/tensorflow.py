@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -75,9 +75,73 @@ def _empty_windows(plan: PoolPlan) -> np.ndarray:
     return real == 0
 
 
-def _spatial_const(a: np.ndarray, dtype: tf.DType) -> tf.Tensor:
-    """A constant over the output plane, shaped to broadcast against NHWC."""
-    return tf.constant(a[None, ..., None], dtype=dtype)
+def _spatial_const(a: np.ndarray, dtype: tf.DType, channels_first: bool = False) -> tf.Tensor:
+    """A constant over the output plane, shaped to broadcast against NHWC (or NCHW)."""
+    return tf.constant(a[None, None] if channels_first else a[None, ..., None], dtype=dtype)
+
+
+def _pad(x: tf.Tensor, pads, fill, channels_first: bool) -> tf.Tensor:
+    pads = [(0, 0), (0, 0), *pads] if channels_first else [(0, 0), *pads, (0, 0)]
+    return tf.pad(x, pads, constant_values=fill)
+
+
+@cache
+def _nchw_kernel(kind: str, dtype: tf.DType) -> bool:
+    """True when TF has a channels-first forward kernel for this pool and dtype here (CPU:
+    oneDNN's, float32 and bfloat16, none with ``TF_ENABLE_ONEDNN_OPTS=0``); tried once."""
+    with tf.init_scope():
+        try:
+            _raw_pool(kind, tf.zeros([1, 1, 2, 2], dtype), ksize=[1, 1, 2, 2],
+                      strides=[1, 1, 1, 1], padding="VALID", data_format="NCHW")
+            return True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.NotFoundError):
+            return False
+
+
+def _raw_pool(kind: str, x: tf.Tensor, **args) -> tf.Tensor:
+    if kind == "MAX":
+        return tf.raw_ops.MaxPool(input=x, **args)
+    return tf.raw_ops.AvgPool(value=x, **args)
+
+
+def _could_record() -> bool:
+    """False when no gradient tape is active (eager), so no gradient can be asked for."""
+    return _tape_active is None or _tape_active()
+
+
+try:  # TF's own test for "some tape or accumulator is recording"
+    from tensorflow.python.eager.record import could_possibly_record as _tape_active
+except ImportError:  # pragma: no cover - a TF without it: assume a tape
+    _tape_active = None
+
+
+def _pool_nchw(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tensor:
+    """A 2-D pool of a channels-first ``x`` on TF's NCHW kernel. Its CPU gradient is NHWC
+    only, so where a gradient may be asked for it goes through NHWC (tf.custom_gradient)."""
+    args = dict(ksize=[1, 1, *window], strides=[1, 1, *stride], padding=padding,
+                data_format="NCHW")
+    if (tf.executing_eagerly() and not _could_record()) or _in_xla():
+        return _raw_pool(kind, x, **args)
+
+    @tf.custom_gradient
+    def pool(t):
+        y = _raw_pool(kind, t, **args)
+
+        def grad(dy):
+            nhwc = dict(ksize=[1, *window, 1], strides=[1, *stride, 1], padding=padding)
+            if kind == "MAX":
+                g = tf.raw_ops.MaxPoolGrad(orig_input=_to_last(t, True),
+                                           orig_output=_to_last(y, True),
+                                           grad=_to_last(dy, True), **nhwc)
+            else:
+                g = tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(_to_last(t, True)),
+                                           grad=_to_last(dy, True), **nhwc)
+            return _from_last(g, True)
+
+        return y, grad
+
+    return pool(x)
 
 
 def _native(x: tf.Tensor, kind: str, window, stride, padding, dilation) -> tf.Tensor:
@@ -115,24 +179,73 @@ def _is_tf_same(plan: PoolPlan) -> bool:
             and all(r == 1 for r in spec.dilation))
 
 
+@lru_cache(maxsize=256)
+def _explicit_ok(plan: PoolPlan) -> bool:
+    """True when MaxPool's explicit padding expresses the plan (no dilation, and each high
+    pad shorter than the window, as MaxPool requires)."""
+    spec = plan.spec
+    return all(r == 1 and hi < k for r, k, (_, hi) in
+               zip(spec.dilation, spec.window, plan.total_pads))
+
+
+def _in_xla() -> bool:
+    """True while tracing for XLA (``jit_compile``), which lacks explicit pooling padding.
+
+    Known only at trace time: a plain ``tf.function`` traced outside XLA and later called
+    inside a ``jit_compile`` one keeps its explicit-padding MaxPool, which XLA rejects (an
+    error, never a wrong value)."""
+    if tf.executing_eagerly():
+        return False
+    enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
+    return enclosing is None or enclosing() is not None
+
+
 def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> tf.Tensor:
-    """Max or mean of every window of the plan over channels-last ``x``; padded cells hold
-    ``fill`` (default: the dtype's lowest value for max, 0 for the mean). With ``same`` (only
-    when :func:`_is_tf_same`), TF's SAME: its mean excludes the padding; otherwise the mean
-    divides by the whole window."""
+    """Max or mean of every window of the plan over ``x`` (in the spec's layout); padded
+    cells hold ``fill`` (default: the dtype's lowest value for max, 0 for the mean). With
+    ``same`` (only when :func:`_is_tf_same`), TF's SAME: its mean excludes the padding;
+    otherwise the mean divides by the whole window. Channels-first input runs on TF's NCHW
+    kernel where there is one (2-D, no dilation), else transposed around the NHWC pool."""
+    spec = plan.spec
+    if fill is None:
+        fill = _lowest(x.dtype) if kind == "MAX" else 0
+    if spec.channels_first:
+        if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
+                and _nchw_kernel(kind, x.dtype)):
+            return _from_last(_reduce_last(_to_last(x, True), plan, kind, same, fill), True)
+        if same:
+            return _pool_nchw(x, kind, spec.window, spec.stride, "SAME")
+        if plan.has_padding:  # the NCHW kernels take no explicit padding
+            x = _pad(x, plan.total_pads, fill, True)
+        return _pool_nchw(x, kind, spec.window, spec.stride, "VALID")
+    return _reduce_last(x, plan, kind, same, fill)
+
+
+def _reduce_last(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill) -> tf.Tensor:
+    """:func:`_reduce` of a channels-last ``x``."""
     spec = plan.spec
     if same:
         return _native(x, kind, spec.window, spec.stride, "SAME", spec.dilation)
-    if (kind == "MAX" and plan.has_padding and tf.executing_eagerly()
-            and all(r == 1 and hi < k for r, k, (_, hi) in
-                    zip(spec.dilation, spec.window, plan.total_pads))):
-        # MaxPool's own explicit padding (no copy); XLA has none, so eager only
+    if kind == "MAX" and plan.has_padding and _explicit_ok(plan) and not _in_xla():
+        # MaxPool's own explicit padding (no copy); XLA has none
         return _native(x, kind, spec.window, spec.stride, plan.total_pads, spec.dilation)
     if plan.has_padding:
-        if fill is None:
-            fill = _lowest(x.dtype) if kind == "MAX" else 0
-        x = tf.pad(x, [(0, 0), *plan.total_pads, (0, 0)], constant_values=fill)
+        x = _pad(x, plan.total_pads, fill, False)
     return _native(x, kind, spec.window, spec.stride, "VALID", spec.dilation)
+
+
+def _window_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor:
+    """Sum of every window of the plan over a float ``x`` (in the spec's layout), padding
+    counting 0. A padded 2-D channels-last plan is one depthwise convolution with a filter
+    of ones, which pads by itself (AvgPool takes no explicit padding: a padded copy); its
+    strides must be equal."""
+    spec = plan.spec
+    if (plan.has_padding and spec.ndim == 2 and not spec.channels_first
+            and spec.stride[0] == spec.stride[1] and all(r == 1 for r in spec.dilation)):
+        ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
+        return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],
+                                      [(0, 0), *plan.total_pads, (0, 0)])
+    return _reduce(x, plan, "AVG", same=False) * plan.window_size
 
 
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
@@ -152,14 +265,32 @@ def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
         z = tf.stop_gradient(_from_key(keys, x.dtype))
         return tf.where(tf.equal(keys, _order_key(y)), y, z)
 
+    if tf.executing_eagerly():
+        return exact() if _suspect_now(x) else y
     return tf.cond(_suspect(x), exact, lambda: y)
+
+
+_HOST_CHECK = 1 << 14  # cells: below this a NumPy read of a CPU tensor beats a TF op
+
+
+def _suspect_now(x: tf.Tensor) -> bool:
+    """:func:`_suspect` for an eager float tensor: its minimum is NaN or -inf. TF's eager
+    reduce_min propagates NaN (only XLA's drops it) and never overflows."""
+    n = x.shape.num_elements()
+    if not n:
+        return False
+    if n <= _HOST_CHECK and x.device.endswith("CPU:0"):
+        with np.errstate(invalid="ignore"):
+            return not np.min(x.numpy()) > -np.inf
+    return not bool(tf.reduce_min(x) > -np.inf)
 
 
 def _suspect(x: tf.Tensor) -> tf.Tensor:
     """True if MaxPool may get the float ``x`` wrong: it holds a NaN (dropped) or -inf (an all
     -inf window comes out as the lowest finite value). One reduction: the sum is then not
     finite (nor when it overflows, which only costs the exact path; float16, whose sums
-    overflow easily, checks its cells). Not reduce_max: under XLA it drops NaN."""
+    overflow easily, checks its cells). Not reduce_max/min: under XLA (``jit_compile`` or
+    auto-clustering of a graph) they drop NaN."""
     if x.dtype == tf.float16:
         return tf.reduce_any(~tf.math.is_finite(x))
     return ~tf.math.is_finite(tf.reduce_sum(x))
@@ -287,7 +418,7 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
     same = _is_tf_same(plan)
 
     def window_max(t: tf.Tensor, fill) -> tf.Tensor:
-        return _reduce(t, plan, "MAX", same, fill)
+        return _reduce_last(t, plan, "MAX", same, _lowest(t.dtype) if fill is None else fill)
 
     xl = _to_last(x, cf)
     y = window_max(xl, None)
@@ -309,6 +440,8 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
         idx = base + tf.cast(top - best, tf.int64)
         return _from_last(y, cf), _from_last(idx, cf)
 
+    if tf.executing_eagerly():
+        return gather() if _suspect_now(xl) else taps()
     return tf.cond(_suspect(xl), gather, taps)
 
 
@@ -368,29 +501,25 @@ class TensorflowBackend(Backend):
         cf = spec.channels_first
         if spec.return_indices:
             return _max_with_indices(x, plan)
-        xl = _to_last(x, cf)
         if spec.mode == "max":
             same = _is_tf_same(plan)
-            y = _exact_max(xl, lambda t, fill: _reduce(t, plan, "MAX", same, fill))
+            y = _exact_max(x, lambda t, fill: _reduce(t, plan, "MAX", same, fill))
             if plan.all_padding_windows and x.dtype.is_floating:
                 # MaxPool starts from the lowest finite value: a window of padding only
                 # (dilation) comes out as -3.4e38 instead of -inf
-                empty = _spatial_const(_empty_windows(plan), tf.bool)
+                empty = _spatial_const(_empty_windows(plan), tf.bool, cf)
                 y = tf.where(empty, tf.constant(-np.inf, y.dtype), y)
-            return _from_last(y, cf)
+            return y
         work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
-        xl = tf.cast(xl, work)
+        xw = tf.cast(x, work)
         if spec.mode == "avg":
-            same = _is_tf_same(plan) and not spec.count_include_pad
-            y = _reduce(xl, plan, "AVG", same)
-            if not same and plan.uniform_divisor != plan.window_size:
-                with np.errstate(divide="ignore"):
-                    scale = plan.window_size / plan.divisor_map
-                y = y * _spatial_const(scale, work)
+            if (_is_tf_same(plan) and not spec.count_include_pad) or not plan.has_padding:
+                y = _reduce(xw, plan, "AVG", same=plan.has_padding)
+            else:
+                y = _window_sum(xw, plan) / _spatial_const(plan.divisor_map, work, cf)
         else:
-            s = _reduce(_power(xl, spec.p), plan, "AVG", same=False) * plan.window_size
-            y = _root(s, spec.p)
-        return _from_last(tf.cast(y, x.dtype), cf)
+            y = _root(_window_sum(_power(xw, spec.p), plan), spec.p)
+        return tf.cast(y, x.dtype)
 
     def global_pool(self, x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
         axes = list(spec.spatial_axes)
