@@ -44,6 +44,7 @@ from pooladapt.spec import (
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _MAX_OP = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}  # no Python wrapper
 _CHANNELS_LAST_MIN = 1 << 16  # below this many elements a memory-format change costs more
+_SEPARABLE_MIN = 1 << 15  # below this many elements torch's max pool beats the separable one
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _ADAPTIVE = {("max", 1): F.adaptive_max_pool1d, ("max", 2): F.adaptive_max_pool2d,
              ("max", 3): F.adaptive_max_pool3d, ("avg", 1): F.adaptive_avg_pool1d,
@@ -132,6 +133,8 @@ class _Route:
         # constants, separable per spatial dim (small tuples a compiled graph can embed)
         self.divisor = plan.counts if spec.mode == "avg" and not plan.uniform_divisor else None
         self.first_real = _first_real(plan) if spec.return_indices else None
+        self.indices = spec.return_indices
+        self.separable = _separable_taps(plan) if spec.mode == "max" else None
         self.built: dict[Any, torch.Tensor] = {}
 
 
@@ -152,6 +155,32 @@ def _torch_windows(plan: PoolPlan, lows: tuple[int, ...]) -> tuple[bool | None, 
         if all(c >= o for c, o in zip(counts, plan.out_size)):
             return ceil, counts != list(plan.out_size)
     return None, False
+
+
+def _separable_taps(plan: PoolPlan) -> tuple:
+    """Per spatial dim of an NC* tensor: (axis, output size, up to two taps that reach every
+    output, the other taps as (source index, output index)). A tap is one strided slice; the
+    outputs it would read in padding or past the input are left out, so no padding is made
+    and a window of padding only keeps the initial lowest value."""
+    spec = plan.spec
+    dims = []
+    for d, (n, m) in enumerate(zip(plan.in_size, plan.out_size)):
+        axis, s, lo = 2 + d, spec.stride[d], plan.pads[d][0]
+        full, rest = [], []
+        for j in range(spec.window[d]):
+            offset = j * spec.dilation[d] - lo
+            first = max(0, -(offset // s))
+            last = min(m, (n - 1 - offset) // s + 1)
+            if first >= last:
+                continue
+            start = first * s + offset
+            src = (slice(None),) * axis + (slice(start, start + (last - first - 1) * s + 1, s),)
+            if first == 0 and last == m and len(full) < 2:
+                full.append(src)
+            else:
+                rest.append((src, (slice(None),) * axis + (slice(first, last),)))
+        dims.append((axis, m, tuple(full), tuple(rest)))
+    return tuple(dims)
 
 
 def _const(route: _Route, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -446,7 +475,9 @@ def _nan_positions(x: torch.Tensor) -> torch.Tensor:
 
 
 def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
-    if not route.plan.spec.return_indices:
+    if not route.indices:
+        if xc.numel() >= _SEPARABLE_MIN and _separable_wins(xc):
+            return _separable_max(xc, route, lowest), None
         return _max_call(xc, route, False, lowest), None
     y, idx = _max_call(xc, route, True, lowest)
     if not route.native:
@@ -460,6 +491,37 @@ def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
             nan_idx = _unpad_index(nan_idx, route)
         idx = torch.where(torch.isnan(y), nan_idx, idx)
     return y, idx
+
+
+def _separable_wins(t: torch.Tensor) -> bool:
+    """Whether :func:`_separable_max` beats torch's max pool on this (large) NC* tensor: on
+    the CPU, unless torch's channels_last kernel can vectorise over several channels, and
+    only where no gradient is recorded (``torch.maximum`` splits the gradient of a tie) and
+    no compiler traces (it picks its own kernels)."""
+    return (t.is_cpu and not (t.requires_grad and torch.is_grad_enabled())
+            and not (t.stride(1) == 1 and t.shape[1] >= 4 and not t.is_contiguous())
+            and not _compiling())
+
+
+def _separable_max(t: torch.Tensor, route: _Route, lowest: float | int) -> torch.Tensor:
+    """Max pool as one max over window taps per spatial dim, outermost first (a window is a
+    product, so the max is separable): each tap a strided slice combined by
+    ``torch.maximum``, which propagates NaN and keeps its first argument on a tie. No layout
+    copy is made; on the CPU this is several times faster than torch's NCHW kernel."""
+    for axis, size, full, rest in route.separable:
+        if len(full) == 2:
+            out = torch.maximum(t[full[0]], t[full[1]])
+        elif full:
+            out = t[full[0]].clone()
+        else:
+            shape = list(t.shape)
+            shape[axis] = size
+            out = t.new_full(shape, lowest)
+        for src, dst in rest:
+            view = out[dst]
+            torch.maximum(view, t[src], out=view)
+        t = out
+    return t
 
 
 def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | int):
