@@ -121,7 +121,7 @@ def _pool_nchw(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tens
     only, so where a gradient may be asked for it goes through NHWC (tf.custom_gradient)."""
     args = dict(ksize=[1, 1, *window], strides=[1, 1, *stride], padding=padding,
                 data_format="NCHW")
-    if (tf.executing_eagerly() and not _could_record()) or _in_xla():
+    if tf.executing_eagerly() and not _could_record():
         return _raw_pool(kind, x, **args)
 
     @tf.custom_gradient
@@ -210,8 +210,9 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
     if fill is None:
         fill = _lowest(x.dtype) if kind == "MAX" else 0
     if spec.channels_first:
+        # not under XLA: its NCHW MaxPool gradient with SAME padding misplaces ties
         if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
-                and _nchw_kernel(kind, x.dtype)):
+                and _nchw_kernel(kind, x.dtype) and not _in_xla()):
             return _from_last(_reduce_last(_to_last(x, True), plan, kind, same, fill), True)
         if same:
             return _pool_nchw(x, kind, spec.window, spec.stride, "SAME")
@@ -224,9 +225,11 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
 def _reduce_last(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill) -> tf.Tensor:
     """:func:`_reduce` of a channels-last ``x``."""
     spec = plan.spec
-    if same:
+    xla = _in_xla()
+    if same and not (xla and kind == "MAX"):
         return _native(x, kind, spec.window, spec.stride, "SAME", spec.dilation)
-    if kind == "MAX" and plan.has_padding and _explicit_ok(plan) and not _in_xla():
+    # XLA's SAME MaxPool gradient sends ties to the wrong cell: padded VALID there
+    if kind == "MAX" and plan.has_padding and _explicit_ok(plan) and not xla:
         # MaxPool's own explicit padding (no copy); XLA has none
         return _native(x, kind, spec.window, spec.stride, plan.total_pads, spec.dilation)
     if plan.has_padding:
