@@ -34,6 +34,7 @@ nd = mx.nd
 _LAYOUTS = {(1, True): "NCW", (2, True): "NCHW", (3, True): "NCDHW",
             (1, False): "NWC", (2, False): "NHWC", (3, False): "NDHWC"}
 _NATIVE_LP = (1.0, 2.0, 3.0)
+_HOST_CHECK = 1 << 20  # elements up to which reading x beats a pooling as NaN/inf check
 _BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
                 "cast to float32")
 
@@ -50,7 +51,7 @@ def _weakrefable(a: Any) -> IndexNDArray:
 
 
 def _is_int(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.integer)
+    return dtype.kind in "iu"
 
 
 def _lowest(dtype: np.dtype) -> float:
@@ -278,16 +279,34 @@ def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
     return F.slice(y, begin=tuple(begin), end=tuple(end))
 
 
+def _host_view(x: Any) -> np.ndarray:
+    """A NumPy view of a dense CPU array's memory once its writers are done (not to be
+    written), without the engine's copy: that queues behind every op already pushed."""
+    x.wait_to_read()  # returns at once when no write to x is pending
+    ptr = ctypes.c_void_p()  # MXNDArrayGetData reorders a oneDNN-layout array to default
+    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(x.handle, ctypes.byref(ptr)))
+    dtype = np.dtype(x.dtype)
+    buf = (ctypes.c_char * (math.prod(x.shape) * dtype.itemsize)).from_address(ptr.value)
+    return np.frombuffer(buf, dtype=dtype)
+
+
 def _nonfinite_rows(x: Any) -> np.ndarray | None:
-    """The batch rows of x holding a NaN or an infinity, None when none does. One global
-    average pooling (oneDNN) reads x: a NaN or infinity makes its plane's mean non-finite
-    (a float32 overflow flags a row too, which only costs the exact path)."""
+    """The batch rows of x holding a NaN or an infinity, None when none does. A small dense
+    array on the CPU is read in place; otherwise one global average pooling (oneDNN) reads
+    it: a NaN or infinity makes its plane's mean non-finite (a float32 overflow flags a row
+    too, which only costs the exact path)."""
     s = x.shape
-    view = x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
-    with mx.autograd.pause():
-        means = nd.Pooling(view, kernel=(1, 1), global_pool=True, pool_type="avg").asnumpy()
-    bad = ~np.isfinite(means.reshape(s[0], -1)).all(axis=1)
-    return np.flatnonzero(bad) if bad.any() else None
+    if (math.prod(s) <= _HOST_CHECK and type(x) is nd.NDArray
+            and x.context.device_type == "cpu"):
+        values = _host_view(x)
+    else:
+        view = x if len(s) == 4 else x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
+        with mx.autograd.pause():
+            values = nd.Pooling(view, kernel=(1, 1), global_pool=True,
+                                pool_type="avg").asnumpy()
+    if np.isfinite(values).all():
+        return None
+    return np.flatnonzero(~np.isfinite(values.reshape(s[0], -1)).all(axis=1))
 
 
 def _restore(F: Any, x: Any, y: Any, plan: PoolPlan) -> Any:
@@ -306,17 +325,14 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
     half = dtype == np.float16
     if half:  # MXNet's float16 pooling has no oneDNN kernel; float32 is exact and ~7x faster
         x = F.cast(x, "float32")
+    rows = None if _is_symbol(F) else _nonfinite_rows(x)  # a symbol cannot be checked
     y = _max_windows(F, x, plan)
-    if _is_symbol(F):
+    if _is_symbol(F) or rows is not None and len(rows) == x.shape[0]:
         y = _restore(F, x, y, plan)
-    else:  # the code map only for batch rows with a NaN or an infinity
-        rows = _nonfinite_rows(x)
-        if rows is not None and len(rows) == x.shape[0]:
-            y = _restore(F, x, y, plan)
-        elif rows is not None:
-            rows = nd.array(rows, ctx=x.context, dtype="int64")
-            fixed = _restore(F, nd.take(x, rows), nd.take(y, rows), plan)
-            y = nd.contrib.index_copy(y, rows, fixed)
+    elif rows is not None:  # the code map only for the batch rows with a NaN or infinity
+        rows = nd.array(rows, ctx=x.context, dtype="int64")
+        fixed = _restore(F, nd.take(x, rows), nd.take(y, rows), plan)
+        y = nd.contrib.index_copy(y, rows, fixed)
     return F.cast(y, "float16") if half else y
 
 
@@ -465,6 +481,8 @@ class MXNetBackend(Backend):
         return [(shape, x.dtype)] + ([(shape, np.int64)] if indices else [])
 
     def pool(self, x: Any, plan: PoolPlan) -> Any:
+        if type(x) is nd.NDArray and not plan.spec.return_indices and 0 not in x.shape:
+            return pool_graph(nd, x, plan, x.dtype)  # the common call, without _run's work
         shape = plan.output_shape(tuple(x.shape))
         return self._run(lambda t: pool_graph(nd, t, plan, t.dtype), x,
                          self._outputs(x, shape, plan.spec.return_indices))
