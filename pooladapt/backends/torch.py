@@ -77,15 +77,17 @@ def _widen(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torc
     return x, None, _lowest(dtype)
 
 
-def _compiling() -> bool:
-    return torch.compiler.is_compiling()
+_compiling = torch.compiler.is_compiling  # (no wrapper: a tiny eager call pays for each call)
+
+
+def _can_ask(y: torch.Tensor) -> bool:
+    """Whether a data-dependent check may skip work: not where it would sync or break a graph."""
+    return y.is_cpu and not _compiling()
 
 
 def _has_nan(y: torch.Tensor) -> bool:
     """Whether a NaN fix-up may be needed; always True where asking would sync or break a graph."""
-    if y.device.type == "cpu" and not _compiling():
-        return bool(torch.isnan(y).any())
-    return True
+    return bool(torch.isnan(y).any()) if _can_ask(y) else True
 
 
 def _torch_pads(pads: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
@@ -135,6 +137,15 @@ class _Route:
         self.first_real = _first_real(plan) if spec.return_indices else None
         self.indices = spec.return_indices
         self.separable = _separable_taps(plan) if spec.mode == "max" else None
+        nd = spec.ndim
+        # NC* <-> the caller's channels_last layout (permute is cheaper than movedim)
+        self.perms = None if spec.channels_first else (
+            (0, nd + 1, *range(1, nd + 1)), (0, *range(2, nd + 2), 1))
+        # a small float max torch expresses: one native call, nothing else (see _eager)
+        self.fast = (_MAX_OP[nd], self.max_args) if (
+            spec.mode == "max" and self.native and not self.indices and self.crop is None
+            and nd > 1) else None
+        self.unit_channel = (1, *plan.in_size)
         self.built: dict[Any, torch.Tensor] = {}
 
 
@@ -321,7 +332,10 @@ class TorchBackend(Backend):
     def pool(self, x: torch.Tensor, plan: PoolPlan):
         if _compiling():
             return _run_pool(x, _route_by_fields(_fields(plan.spec), plan.in_size))
-        return _run_pool(x, _route(plan))
+        route = _ROUTES.get(id(plan))
+        if route is None or route.plan is not plan:
+            route = _route(plan)
+        return _eager(x, route)
 
     def global_pool(self, x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
         axes = spec.spatial_axes
@@ -407,7 +421,23 @@ def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
         if len(_SPEC_ROUTES) > 4096:
             _SPEC_ROUTES.clear()
         route = _SPEC_ROUTES[key] = _route(spec.plan(tuple(x.shape)))
-    return _run_pool(x, route)
+    return _eager(x, route)
+
+
+def _eager(x: torch.Tensor, route: _Route):
+    """An eager call: a small float max that torch expresses is one native call on an NC*
+    view (torch's max pool beats the separable one there), everything else :func:`_run_pool`."""
+    fast = route.fast
+    if fast is None or not 0 < x.numel() < _SEPARABLE_MIN or not x.is_floating_point():
+        return _run_pool(x, route)
+    perms = route.perms
+    if perms is None:
+        return fast[0](x, *fast[1])
+    if x.shape[-1] == 1:
+        # one channel: an NCHW-strided view, so that torch takes its plain kernel, not the
+        # channels_last one, which starts worker threads even for a few cells
+        return fast[0](x.view(x.shape[0], *route.unit_channel), *fast[1]).permute(perms[1])
+    return fast[0](x.permute(perms[0]), *fast[1]).permute(perms[1])
 
 
 def _run_pool(x: torch.Tensor, route: _Route):
@@ -417,7 +447,7 @@ def _run_pool(x: torch.Tensor, route: _Route):
         x, restore, lowest = _widen(x)
     else:
         restore, lowest = None, _lowest(x.dtype)
-    xc = x if cf else x.movedim(-1, 1)
+    xc = x if cf else x.permute(route.perms[0])
     if xc.shape[1] == 0:  # torch's pools reject zero channels: nothing to compute
         y = xc.new_zeros((*xc.shape[:2], *route.plan.out_size))
         idx = y.long() if spec.return_indices else None
@@ -428,8 +458,8 @@ def _run_pool(x: torch.Tensor, route: _Route):
     if restore is not None:
         y = restore(y)
     if not cf:
-        y = y.movedim(1, -1)
-        idx = None if idx is None else idx.movedim(1, -1)
+        y = y.permute(route.perms[1])
+        idx = None if idx is None else idx.permute(route.perms[1])
     return (y, idx) if spec.return_indices else y
 
 
@@ -476,12 +506,15 @@ def _nan_positions(x: torch.Tensor) -> torch.Tensor:
 
 def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
     if not route.indices:
-        if xc.numel() >= _SEPARABLE_MIN and _separable_wins(xc):
+        if _separable_wins(xc):
             return _separable_max(xc, route, lowest), None
         return _max_call(xc, route, False, lowest), None
     y, idx = _max_call(xc, route, True, lowest)
     if not route.native:
         idx = _unpad_index(idx, route)
+    # both fix-ups below are rare: one reduction says whether any may apply (NaN propagates)
+    if _can_ask(y) and (y.numel() == 0 or bool(y.amin() > lowest)):
+        return y, idx
     # A maximum equal to the lowest value ties with every cell (padding included) and torch's
     # index for it is unreliable (3-D kernels drop the depth term): the first real cell wins.
     idx = torch.where(y == lowest, _const(route, "first_real", idx, torch.int64), idx)
@@ -494,13 +527,14 @@ def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
 
 
 def _separable_wins(t: torch.Tensor) -> bool:
-    """Whether :func:`_separable_max` beats torch's max pool on this (large) NC* tensor: on
-    the CPU, unless torch's channels_last kernel can vectorise over several channels, and
-    only where no gradient is recorded (``torch.maximum`` splits the gradient of a tie) and
-    no compiler traces (it picks its own kernels)."""
-    return (t.is_cpu and not (t.requires_grad and torch.is_grad_enabled())
-            and not (t.stride(1) == 1 and t.shape[1] >= 4 and not t.is_contiguous())
-            and not _compiling())
+    """Whether :func:`_separable_max` beats torch's max pool on this NC* tensor: on the CPU,
+    from ``_SEPARABLE_MIN`` cells on, unless torch's channels_last kernel can vectorise over
+    several channels; only where no compiler traces (it picks its own kernels, and sizes may
+    be symbolic) and no gradient is recorded (``torch.maximum`` splits the gradient of a
+    tie)."""
+    return (not _compiling() and t.is_cpu and t.numel() >= _SEPARABLE_MIN
+            and not (t.requires_grad and torch.is_grad_enabled())
+            and not (t.stride(1) == 1 and t.shape[1] >= 4 and not t.is_contiguous()))
 
 
 def _separable_max(t: torch.Tensor, route: _Route, lowest: float | int) -> torch.Tensor:
