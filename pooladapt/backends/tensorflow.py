@@ -105,6 +105,22 @@ def _raw_pool(kind: str, x: tf.Tensor, **args) -> tf.Tensor:
     return tf.raw_ops.AvgPool(value=x, **args)
 
 
+_NCHW_SMALL = 1 << 16  # cells: below this TF's NCHW kernel beats two transposes at any shape
+
+
+def _nchw_route(x: tf.Tensor, plan: PoolPlan, kind: str) -> bool:
+    """True when the channels-first ``x`` is pooled on TF's NCHW kernel, not transposed: a
+    2-D plan without dilation, a kernel for the dtype, not under XLA (whose NCHW MaxPool
+    gradient with SAME padding misplaces ties), and 8 or more channels or a small tensor
+    (oneDNN's NCHW pooling of a few large planes is 5-20x slower than two transposes)."""
+    spec = plan.spec
+    if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
+            and _nchw_kernel(kind, x.dtype)) or _in_xla():
+        return False
+    cells = x.shape.num_elements()
+    return (x.shape[1] or 0) >= 8 or (cells is not None and cells <= _NCHW_SMALL)
+
+
 def _could_record() -> bool:
     """False when no gradient tape is active (eager), so no gradient can be asked for."""
     return _tape_active is None or _tape_active()
@@ -210,9 +226,7 @@ def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> t
     if fill is None:
         fill = _lowest(x.dtype) if kind == "MAX" else 0
     if spec.channels_first:
-        # not under XLA: its NCHW MaxPool gradient with SAME padding misplaces ties
-        if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
-                and _nchw_kernel(kind, x.dtype) and not _in_xla()):
+        if not _nchw_route(x, plan, kind):
             return _from_last(_reduce_last(_to_last(x, True), plan, kind, same, fill), True)
         if same:
             return _pool_nchw(x, kind, spec.window, spec.stride, "SAME")

@@ -84,12 +84,27 @@ MAX_CASES = [  # (args, kwargs)
 ]
 
 
+# layouts: channels last, and channels first on TF's NCHW kernel (a small tensor, or 8+
+# channels) or transposed (fewer channels, not small)
+LAYOUTS = {"NHWC": ("channels_last", 3, None), "NCHW-small": ("channels_first", 3, None),
+           "NCHW-8-channels": ("channels_first", 8, 0), "NCHW-transposed": ("channels_first", 3, 0)}
+
+
+def _layout(name: str, monkeypatch) -> tuple[str, tuple[int, ...]]:
+    fmt, channels, small = LAYOUTS[name]
+    if small is not None:
+        monkeypatch.setattr(tfb, "_NCHW_SMALL", small)
+    return fmt, (2, 7, 6, channels) if fmt == "channels_last" else (2, channels, 7, 6)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("where", ["eager-host", "eager-tf", "graph", "xla"])
-def test_max_with_nan_and_inf_matches_the_oracle_on_every_route(dtype, fmt, where, monkeypatch):
+def test_max_with_nan_and_inf_matches_the_oracle_on_every_route(dtype, layout, where,
+                                                                 monkeypatch):
     monkeypatch.setattr(tfb, "_HOST_CHECK", 1 << 30 if where == "eager-host" else 0)
-    x = _special((2, 7, 6, 3) if fmt == "channels_last" else (2, 3, 7, 6), dtype)
+    fmt, shape = _layout(layout, monkeypatch)
+    x = _special(shape, dtype)
     for args, kw in MAX_CASES:
         def fn(t, args=args, kw=kw):
             return pa.pool2d(t, *args, data_format=fmt, **kw)
@@ -129,10 +144,10 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("where", ["eager", "graph", "xla"])
-def test_gradients_match_the_oracle_on_every_route(fmt, where):
-    shape = (2, 3, 7, 6) if fmt == "channels_first" else (2, 7, 6, 3)
+def test_gradients_match_the_oracle_on_every_route(layout, where, monkeypatch):
+    fmt, shape = _layout(layout, monkeypatch)
     x = RNG.integers(-2, 3, size=shape).astype(np.float32)  # ties: first maximum
     for args, kw in GRAD_CASES:
         spec = make_spec(*args, data_format=fmt, ndim=2, **kw)
@@ -158,8 +173,11 @@ def test_nchw_kernel_without_a_tape_runs_no_custom_gradient(monkeypatch):
     real = tf.custom_gradient
     monkeypatch.setattr(tf, "custom_gradient", lambda f: seen.append(f) or real(f))
     x = tf.constant(RNG.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    ops = []
+    real_raw = tf.raw_ops.MaxPool
+    monkeypatch.setattr(tf.raw_ops, "MaxPool", lambda **kw: ops.append(kw) or real_raw(**kw))
     pa.pool2d(x, "max", 2, data_format="channels_first")
-    assert not seen
+    assert not seen and [kw["data_format"] for kw in ops] == ["NCHW"]
     with tf.GradientTape() as tape:
         tape.watch(x)
         pa.pool2d(x, "max", 2, data_format="channels_first")
