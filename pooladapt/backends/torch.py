@@ -542,15 +542,16 @@ def _separable_max(t: torch.Tensor, route: _Route, lowest: float | int) -> torch
     product, so the max is separable): each tap a strided slice combined by
     ``torch.maximum``, which propagates NaN and keeps its first argument on a tie. No layout
     copy is made; on the CPU this is several times faster than torch's NCHW kernel."""
-    for axis, size, full, rest in route.separable:
+    last = len(route.separable) - 1
+    for d, (axis, size, full, rest) in enumerate(route.separable):
         if len(full) == 2:
             out = torch.maximum(t[full[0]], t[full[1]])
-        elif full:
-            out = t[full[0]].clone()
-        else:
-            shape = list(t.shape)
-            shape[axis] = size
-            out = t.new_full(shape, lowest)
+        elif full:  # a view if nothing writes into it and a later pass makes the output
+            out = t[full[0]].clone() if rest or d == last else t[full[0]]
+        else:  # some outputs see no tap: they keep the lowest value (in t's dim order)
+            order = sorted(range(t.dim()), key=t.stride, reverse=True)
+            shape = [size if i == axis else t.shape[i] for i in order]
+            out = t.new_full(shape, lowest).permute([order.index(i) for i in range(t.dim())])
         for src, dst in rest:
             view = out[dst]
             torch.maximum(view, t[src], out=view)
