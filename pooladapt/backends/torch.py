@@ -1,16 +1,22 @@
 """The PyTorch backend: ``F.*pool*d`` wherever it expresses the plan, exact emulation elsewhere.
 
-Every op runs on a channels-first *view* of the input (``movedim``, no copy): a channels_last
+Every op runs on a channels-first *view* of the input (``permute``, no copy): a channels_last
 tensor becomes an NC* tensor in torch's channels_last memory format, which torch's CPU kernels
-pool directly (a large contiguous NC* tensor is max-pooled in that format too: several times
-faster on CPU, conversion included). torch pads symmetrically, at most half the window; padding
-it on both sides by the plan's low pads (with its ceil mode, cropping extra windows) gives the
-plan's windows for max, and for avg whenever the padding is not counted or is symmetric, so
-``same`` is native there. Elsewhere: avg/lp sum with ``avg_pool(divisor_override=...)`` (on an
-explicitly zero-padded input where needed) and divide by the plan's divisor map; max pads
-explicitly with the dtype's lowest value; avg/lp dilation sums strided slices. Per-plan
-decisions and constants live in a cached :class:`_Route`, a compile-time constant under
-``torch.compile`` (``fullgraph=True`` works, dynamic sizes are specialised).
+pool directly. Speed on the CPU (docs/benchmarks.md): a large eager max without indices or
+autograd is separable, one ``torch.maximum`` of strided slices per window tap and dim (several
+times faster than torch's NCHW kernel, no copy, no padding), unless the channels are innermost
+and several, where torch's channels_last kernel vectorises over them; with indices or autograd
+a large contiguous NC* tensor is max-pooled in channels_last format (faster, conversion
+included); a small float max is one native call.
+
+torch pads symmetrically, at most half the window; padding it on both sides by the plan's low
+pads (with its ceil mode, cropping extra windows) gives the plan's windows for max, and for
+avg whenever the padding is not counted or is symmetric, so ``same`` is native there.
+Elsewhere: avg/lp sum with ``avg_pool(divisor_override=...)`` (on an explicitly zero-padded
+input where needed) and divide by the plan's divisor map; max pads explicitly with the dtype's
+lowest value; avg/lp dilation sums strided slices. Per-plan decisions and constants live in a
+cached :class:`_Route`, a compile-time constant under ``torch.compile`` (``fullgraph=True``
+works, dynamic sizes are specialised).
 
 Indices are fixed where torch's differ from the contract (the first NaN of a window, not the
 last; the first real cell of a window whose maximum is the lowest value). Gradients are
