@@ -124,8 +124,10 @@ def _tap_slices(F: Any, xp: Any, plan: PoolPlan):
         yield F.slice(xp, begin=tuple(begin), end=tuple(end), step=tuple(step))
 
 
+@functools.lru_cache(maxsize=256)
 def _tap_index_maps(plan: PoolPlan) -> np.ndarray:
-    """Per tap, the per-plane flat input index every window reads there (-1 in padding)."""
+    """Per tap, the per-plane flat input index every window reads there (-1 in padding);
+    read-only (cached)."""
     spec = plan.spec
     coords = []
     for d in range(spec.ndim):
@@ -138,7 +140,9 @@ def _tap_index_maps(plan: PoolPlan) -> np.ndarray:
         flat = np.ravel_multi_index(tuple(np.clip(g, 0, n - 1) for g, n in
                                           zip(grids, plan.in_size)), plan.in_size)
         maps.append(np.where(inside, flat, -1).reshape(_bcast_shape(spec, plan.out_size)))
-    return np.stack(maps).astype(np.float64)
+    maps = np.stack(maps).astype(np.float64)
+    maps.flags.writeable = False
+    return maps
 
 
 def _better(F: Any, cand: Any, best: Any, floating: bool) -> Any:
@@ -336,6 +340,37 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
     return F.cast(y, "float16") if half else y
 
 
+def _native_max_indices(x: Any, plan: PoolPlan, dtype: np.dtype) -> tuple[Any, Any]:
+    """Native max, then each window's index: its first tap equal to the max (taps checked
+    last to first, a hit overwriting). Exact where x is finite (padding, -inf, never equals
+    a finite max); batch rows with a NaN or an infinity take the taps."""
+    xf = nd.cast(x, "float32") if dtype == np.float16 else x
+    rows = _nonfinite_rows(xf)
+    if rows is not None and len(rows) == x.shape[0]:
+        return _tap_max(nd, x, plan, dtype, True)
+    y = _max_windows(nd, xf, plan)
+    with mx.autograd.pause():
+        xp = _pad(nd, xf, plan.spec, plan.total_pads, -math.inf) if plan.has_padding else xf
+        maps = _tap_index_maps(plan).astype(np.int32)  # int32 ops are MXNet's fastest here
+        taps = list(_tap_slices(nd, xp, plan))[:-1]  # the last tap is the default
+
+        def tap_map(t: int) -> Any:
+            return nd.broadcast_like(nd.array(maps[t], ctx=x.context, dtype="int32"), y)
+
+        idx = tap_map(-1)
+        for t in reversed(range(len(taps))):
+            idx = nd.where(taps[t] == y, tap_map(t), idx)
+        idx = nd.cast(idx, "int64")
+    if xf is not x:
+        y = nd.cast(y, dtype.name)
+    if rows is not None:
+        rows = nd.array(rows, ctx=x.context, dtype="int64")
+        fixed, fixed_idx = _tap_max(nd, nd.take(x, rows), plan, dtype, True)
+        y = nd.contrib.index_copy(y, rows, fixed)
+        idx = nd.contrib.index_copy(idx, rows, fixed_idx)
+    return y, idx
+
+
 def _sum_pool(F: Any, xp: Any, plan: PoolPlan) -> Any:
     """Window sums of an input already padded by ``plan.total_pads``."""
     if all(d == 1 for d in plan.spec.dilation):
@@ -405,8 +440,11 @@ def pool_graph(F: Any, x: Any, plan: PoolPlan, dtype: Any) -> Any:
     spec = plan.spec
     if spec.mode != "max":
         return _sums(F, x, plan, dtype)
-    if _is_int(dtype) or spec.return_indices or any(d > 1 for d in spec.dilation):
+    if _is_int(dtype) or any(d > 1 for d in spec.dilation) or (
+            spec.return_indices and _is_symbol(F)):
         return _tap_max(F, x, plan, dtype, spec.return_indices)
+    if spec.return_indices:
+        return _native_max_indices(x, plan, dtype)
     return _native_max(F, x, plan, dtype)
 
 

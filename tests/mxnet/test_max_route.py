@@ -4,6 +4,7 @@ the exact fix of only the flagged batch rows, each forced and compared with the 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -93,6 +94,23 @@ def test_gradients_equal_the_oracle(which, check, monkeypatch):
                           nd.array(x, dtype="float64"), nd.array(g, dtype="float64"))
         np.testing.assert_allclose(got.asnumpy(), oracle.pool_vjp(x, spec, g), rtol=1e-12,
                                    atol=1e-12, err_msg=f"{spec} {shape}")
+
+
+@pytest.mark.parametrize("dtype, which, check", [
+    ("float32", "finite", "in place"), ("float32", "one row", "pooling"),
+    ("float16", "one row", "in place"), ("float64", "all rows", "pooling")])
+def test_indices_equal_the_oracle(dtype, which, check, monkeypatch):
+    """Native max plus the first tap equal to it; flagged rows take the taps."""
+    if check == "pooling":
+        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+    for spec, shape, _ in PLANS[::2]:
+        spec = dataclasses.replace(spec, return_indices=True)
+        x = _input(shape, dtype, which)
+        got, got_idx = BACKEND.pool(nd.array(x, dtype=dtype), spec.plan(shape))
+        want, want_idx = oracle.pool(x, spec)
+        assert got.dtype == np.dtype(dtype) and got_idx.dtype == np.int64
+        np.testing.assert_array_equal(got.asnumpy(), want.astype(dtype), err_msg=f"{spec}")
+        np.testing.assert_array_equal(got_idx.asnumpy(), want_idx, err_msg=f"{spec} {shape}")
 
 
 def test_the_pooling_check_flags_an_infinity_in_a_large_plane(monkeypatch):
