@@ -151,7 +151,7 @@ def _pool_nchw(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tens
                                            orig_output=_to_last(y, True),
                                            grad=_to_last(dy, True), **nhwc)
             else:
-                g = tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(_to_last(t, True)),
+                g = tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.gather(tf.shape(t), [0, 2, 3, 1]),
                                            grad=_to_last(dy, True), **nhwc)
             return _from_last(g, True)
 
@@ -182,10 +182,23 @@ def _native(x: tf.Tensor, kind: str, window, stride, padding, dilation) -> tf.Te
         y = tf.nn.pool(x, window, kind, strides=[1] * len(window), padding=padding,
                        dilations=dilation)
         return y[(slice(None), *(slice(None, None, s) for s in stride))]
+    if len(window) == 2:  # the raw op: tf.nn's wrapper re-validates its arguments per call
+        return _raw_pool(kind, x, **_nhwc_args(window, stride, padding))
     if not isinstance(padding, str):
         padding = [(0, 0), *padding, (0, 0)]
     pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
     return pool(x, window, stride, padding)
+
+
+@lru_cache(maxsize=256)
+def _nhwc_args(window, stride, padding) -> dict[str, Any]:
+    """Attributes of a 2-D NHWC MaxPool/AvgPool; explicit ``padding`` (MaxPool only) as
+    ``(low, high)`` pairs."""
+    args = dict(ksize=[1, *window, 1], strides=[1, *stride, 1], padding=padding)
+    if not isinstance(padding, str):
+        pads = [0, 0, *(p for pair in padding for p in pair), 0, 0]
+        args.update(padding="EXPLICIT", explicit_paddings=pads)
+    return args
 
 
 def _is_tf_same(plan: PoolPlan) -> bool:
@@ -251,18 +264,19 @@ def _reduce_last(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill) -> t
     return _native(x, kind, spec.window, spec.stride, "VALID", spec.dilation)
 
 
-def _window_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor:
-    """Sum of every window of the plan over a float ``x`` (in the spec's layout), padding
-    counting 0. A padded 2-D channels-last plan is one depthwise convolution with a filter
-    of ones, which pads by itself (AvgPool takes no explicit padding: a padded copy); its
-    strides must be equal."""
+def _window_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor | None:
+    """Sum of every window of a padded 2-D plan over a channels-last float ``x`` (padding
+    counting 0) as one depthwise convolution with a filter of ones, which pads by itself
+    (AvgPool takes no explicit padding: a padded copy); None where it does not apply (its
+    strides must be equal; channels first it would transpose)."""
     spec = plan.spec
-    if (plan.has_padding and spec.ndim == 2 and not spec.channels_first
-            and spec.stride[0] == spec.stride[1] and all(r == 1 for r in spec.dilation)):
-        ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
-        return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],
-                                      [(0, 0), *plan.total_pads, (0, 0)])
-    return _reduce(x, plan, "AVG", same=False) * plan.window_size
+    if not (plan.has_padding and spec.ndim == 2 and not spec.channels_first
+            and spec.stride[0] == spec.stride[1] and all(r == 1 for r in spec.dilation)
+            and x.shape[-1] is not None):
+        return None
+    ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
+    return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],
+                                  [(0, 0), *plan.total_pads, (0, 0)])
 
 
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
@@ -529,13 +543,23 @@ class TensorflowBackend(Backend):
             return y
         work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype
         xw = tf.cast(x, work)
-        if spec.mode == "avg":
-            if (_is_tf_same(plan) and not spec.count_include_pad) or not plan.has_padding:
-                y = _reduce(xw, plan, "AVG", same=plan.has_padding)
-            else:
-                y = _window_sum(xw, plan) / _spatial_const(plan.divisor_map, work, cf)
-        else:
-            y = _root(_window_sum(_power(xw, spec.p), plan), spec.p)
+        if spec.mode == "lp":
+            xw = _power(xw, spec.p)
+            s = _window_sum(xw, plan)
+            if s is None:
+                s = _reduce(xw, plan, "AVG", same=False) * plan.window_size
+            return tf.cast(_root(s, spec.p), x.dtype)
+        if (_is_tf_same(plan) and not spec.count_include_pad) or not plan.has_padding:
+            return tf.cast(_reduce(xw, plan, "AVG", same=plan.has_padding), x.dtype)
+        s = _window_sum(xw, plan)
+        if s is not None:
+            y = s / _spatial_const(plan.divisor_map, work, cf)
+        else:  # the mean over whole windows, rescaled where a window counts fewer cells
+            y = _reduce(xw, plan, "AVG", same=False)
+            if plan.uniform_divisor != plan.window_size:
+                with np.errstate(divide="ignore"):
+                    scale = plan.window_size / plan.divisor_map
+                y = y * _spatial_const(scale, work, cf)
         return tf.cast(y, x.dtype)
 
     def global_pool(self, x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
