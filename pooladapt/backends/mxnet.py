@@ -34,6 +34,8 @@ nd = mx.nd
 _LAYOUTS = {(1, True): "NCW", (2, True): "NCHW", (3, True): "NCDHW",
             (1, False): "NWC", (2, False): "NHWC", (3, False): "NDHWC"}
 _NATIVE_LP = (1.0, 2.0, 3.0)
+_FEW_CHANNELS = 8  # channels-first max below this many channels pools (N*C, 1, ...)
+_SEPARABLE = 16  # channels-last 2-d max windows of this many cells or more: two passes
 _HOST_CHECK = 1 << 20  # elements up to which reading x beats a pooling as NaN/inf check
 _BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
                 "cast to float32")
@@ -245,12 +247,19 @@ def _max_route(plan: PoolPlan) -> tuple:
 
 def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
                sizes: tuple[int, ...]) -> Any:
-    """Max ``Pooling`` in a view that oneDNN's fast kernel takes: a 4-d or 5-d channels-first
-    array with more than one channel (1-d pooling, MXNet's channels-last layouts and a single
-    channel fall back to slow kernels). Channels last pools a view whose channels are the
-    batch and whose last dim, window 1, is the channels."""
+    """Max ``Pooling`` in a view that oneDNN takes fast: 4-d or 5-d channels first (1-d
+    pooling and MXNet's channels-last layouts get slow kernels). Its fast kernel runs its
+    vector lanes over the channels: with few channels (a photo) a view with the channels in
+    the batch is ~10x faster. Channels last pools a view whose channels are the batch and
+    whose last dim, window 1, is the channels; large 2-d windows (a max is separable) go
+    in two passes, W then H (a 10x10 window ~5x faster)."""
     kw = dict(pool_type="max", pooling_convention=convention)
     if spec.channels_first:
+        shape = None if _is_symbol(F) else x.shape
+        if shape is not None and 1 < shape[1] < _FEW_CHANNELS:
+            y = _pool_view(F, x.reshape((shape[0] * shape[1], 1, *shape[2:])), spec, kernel,
+                           stride, pad, convention, sizes)
+            return y.reshape((shape[0], shape[1], *y.shape[2:]))
         if spec.ndim == 1:
             y = F.Pooling(x.reshape((0, 0, 1, -1)), kernel=(1, *kernel), stride=(1, *stride),
                           pad=(0, *pad), **kw)
@@ -262,6 +271,11 @@ def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
         y = F.Pooling(y.reshape((-4, 1, -1, 0, -3, 0)), kernel=(kernel[0], 1, 1),
                       stride=(stride[0], 1, 1), pad=(pad[0], 0, 0), **kw)
         return y.reshape((-3, 0, -4, sizes[1], -1, 0))
+    if spec.ndim == 2 and math.prod(kernel) >= _SEPARABLE:  # W with H as the channels, then H
+        y = F.Pooling(x, kernel=(kernel[1], 1), stride=(stride[1], 1), pad=(pad[1], 0), **kw)
+        y = F.Pooling(y.reshape((-4, 1, -1, 0, -3)), kernel=(kernel[0], 1),
+                      stride=(stride[0], 1), pad=(pad[0], 0), **kw)
+        return y.reshape((-3, 0, -4, sizes[1], -1))
     y = F.Pooling(x.reshape((-4, 1, -1, *(0,) * (spec.ndim + 1))), kernel=(*kernel, 1),
                   stride=(*stride, 1), pad=(*pad, 0), **kw)
     return y.reshape((-3, *(0,) * (spec.ndim + 1)))

@@ -96,6 +96,26 @@ def test_gradients_equal_the_oracle(which, check, monkeypatch):
                                    atol=1e-12, err_msg=f"{spec} {shape}")
 
 
+@pytest.mark.parametrize("few, separable", [(0, 99), (99, 1)])
+def test_every_view_equals_the_oracle(few, separable, monkeypatch):
+    """Channels first direct or with the channels in the batch; channels-last 2-d in one
+    pass or two (the grid's 2 channels and small windows take only one of each)."""
+    monkeypatch.setattr(mxb, "_FEW_CHANNELS", few)
+    monkeypatch.setattr(mxb, "_SEPARABLE", separable)
+    for spec, shape, plan in PLANS:
+        x = _input(shape, "float32", "one row")
+        got = BACKEND.pool(nd.array(x), plan).asnumpy()
+        np.testing.assert_array_equal(got, oracle.pool(x, spec).astype(np.float32),
+                                      err_msg=f"{spec} {shape}")
+    for spec, shape, plan in PLANS[::4]:
+        x = _input(shape, "float64", "finite")
+        g = RNG.standard_normal(spec.output_shape(shape))
+        got = BACKEND.vjp(lambda t, plan=plan: BACKEND.pool(t, plan),
+                          nd.array(x, dtype="float64"), nd.array(g, dtype="float64"))
+        np.testing.assert_allclose(got.asnumpy(), oracle.pool_vjp(x, spec, g), rtol=1e-12,
+                                   atol=1e-12, err_msg=f"{spec} {shape}")
+
+
 @pytest.mark.parametrize("dtype, which, check", [
     ("float32", "finite", "in place"), ("float32", "one row", "pooling"),
     ("float16", "one row", "in place"), ("float64", "all rows", "pooling")])
