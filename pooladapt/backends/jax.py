@@ -229,11 +229,35 @@ def _root(s: jax.Array, p: float) -> jax.Array:
 
 
 # The bodies, jitted per plan (a static, hashable argument): an eager call reuses the compiled
-# program; inside the caller's jit they are inlined.
+# program; inside the caller's jit they are inlined. Each compiled CPU program holds a few MB
+# and about ten memory maps for as long as its jit cache keeps it (thousands): an eager fuzz run
+# over thousands of shapes reaches vm.max_map_count (65530), where XLA's compiler crashes (LLVM
+# "Cannot allocate memory", then a segfault). Past _MAX_PROGRAMS traces, eager calls drop them.
+
+_MAX_PROGRAMS = 256
+_programs = 0
+
+
+def _traced() -> None:
+    """Count a trace of one of the bodies (a cache miss: a program compiled, or inlined)."""
+    global _programs
+    _programs += 1
+
+
+def _bound_programs(x: Any) -> None:
+    """After an eager call on ``x``: drop the bodies' compiled programs once more than
+    _MAX_PROGRAMS were traced (never while tracing: the caller's program may use them)."""
+    global _programs
+    if _programs > _MAX_PROGRAMS and not isinstance(x, jax.core.Tracer):
+        _programs = 0
+        for body in (_pool, _global_pool, _adaptive_pool, _max_unpool):
+            body.clear_cache()
+
 
 
 @partial(jax.jit, static_argnums=1)
 def _pool(x: jax.Array, plan: PoolPlan):
+    _traced()
     spec = plan.spec
     if spec.mode == "max" and spec.return_indices:
         value, idx = _max_and_index(x, plan)
@@ -255,6 +279,7 @@ def _pool(x: jax.Array, plan: PoolPlan):
 
 @partial(jax.jit, static_argnums=1)
 def _global_pool(x: jax.Array, spec: GlobalSpec):
+    _traced()
     axes = spec.spatial_axes
     if spec.mode == "max":
         cf = spec.data_format == "channels_first"
@@ -275,6 +300,7 @@ def _global_pool(x: jax.Array, spec: GlobalSpec):
 
 @partial(jax.jit, static_argnums=1)
 def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
+    _traced()
     if plan.uniform:
         return _pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
     spec = plan.spec
@@ -305,19 +331,28 @@ def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
 
 @partial(jax.jit, static_argnums=(2, 3))
 def _max_unpool(y: jax.Array, indices: jax.Array, channels_first: bool,
-                out_size: tuple[int, ...]) -> jax.Array:
+                out_size: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """The unpooled tensor and the largest index (for the eager range check).
+
+    One scatter into the flat output, one index per value (no spare cell to slice off):
+    negative and out-of-range indices point past its end and are dropped."""
+    _traced()
     cf, size = channels_first, math.prod(out_size)
     n, c = y.shape[0], y.shape[1 if cf else -1]
-    flat_y, flat_i = _planes(y, cf), _planes(indices, cf)
-    flat_i = jnp.where(flat_i < 0, size, flat_i)  # all-padding windows: a spare cell
-    batch = jnp.arange(n)[:, None, None]
-    if cf:
-        out = jnp.zeros((n, c, size + 1), y.dtype)
-        out = out.at[batch, jnp.arange(c)[None, :, None], flat_i].set(flat_y)
-        return out[:, :, :size].reshape(n, c, *out_size)
-    out = jnp.zeros((n, size + 1, c), y.dtype)
-    out = out.at[batch, flat_i, jnp.arange(c)[None, None, :]].set(flat_y)
-    return out[:, :size].reshape(n, *out_size, c)
+    total = n * c * size
+    i = _planes(indices, cf)
+    itype = _index_type((total,))
+    valid = (i >= 0) & (i < size)
+    top = jnp.max(i, initial=-1)
+    i = i.astype(itype)
+    plane = lax.broadcasted_iota(itype, i.shape, 0) * c
+    if cf:  # (n, c, cell) -> (n * c + c) * size + cell
+        flat = (plane + lax.broadcasted_iota(itype, i.shape, 1)) * size + i
+    else:  # (n, cell, c) -> (n * size + cell) * c + c
+        flat = plane * size + i * c + lax.broadcasted_iota(itype, i.shape, 2)
+    flat = jnp.where(valid, flat, total).reshape(-1)
+    out = jnp.zeros((total,), y.dtype).at[flat].set(y.reshape(-1), mode="drop")
+    return out.reshape((n, c, *out_size) if cf else (n, *out_size, c)), top
 
 
 _FTZ = ("XLA on CPU flushes subnormal floats to zero in every float op, max and comparisons "
@@ -352,34 +387,43 @@ class JaxBackend(Backend):
         return str(np.dtype(x.dtype))
 
     def vjp(self, fn: Callable[[Any], Any], x: jax.Array, g: jax.Array) -> jax.Array:
+        # One program for the forward and backward pass: an eager jax.vjp compiles several
+        # per shape, into JAX's caches (which _bound_programs does not reach).
         with _x64_scope(x.dtype):
-            _, pull = jax.vjp(fn, x)
-            return pull(g)[0]
+            return jax.jit(lambda t, c: jax.vjp(fn, t)[1](c)[0])(x, g)
 
     # ------------------------------------------------------------------------ pooling
 
     def pool(self, x: jax.Array, plan: PoolPlan):
         with _x64_scope(x.dtype, _index_type(plan.in_size)):
-            return _pool(x, plan)
+            out = _pool(x, plan)
+        _bound_programs(x)
+        return out
 
     def global_pool(self, x: jax.Array, spec: GlobalSpec):
         with _x64_scope(x.dtype):
-            return _global_pool(x, spec)
+            out = _global_pool(x, spec)
+        _bound_programs(x)
+        return out
 
     def adaptive_pool(self, x: jax.Array, plan: AdaptivePlan):
         with _x64_scope(x.dtype, _index_type(plan.in_size)):
-            return _adaptive_pool(x, plan)
+            out = _adaptive_pool(x, plan)
+        _bound_programs(x)
+        return out
 
     def max_unpool(self, y: jax.Array, indices: jax.Array, spec: UnpoolSpec,
                    out_size: tuple[int, ...]):
+        cf = spec.data_format == "channels_first"
+        planes = y.shape[0] * y.shape[1 if cf else -1]
+        with _x64_scope(y.dtype, indices.dtype, _index_type((planes * math.prod(out_size),))):
+            out, top = _max_unpool(y, indices, cf, out_size)
+        _bound_programs(top)
         # Range check on concrete indices only: under jit it would need a host round-trip
         # (there, out-of-range indices are dropped, as by every JAX scatter).
-        if not isinstance(indices, jax.core.Tracer) and indices.size:
-            top = int(jnp.max(indices))
-            if top >= math.prod(out_size):
-                raise ValueError(f"an index ({top}) is outside the output plane {out_size!r}")
-        with _x64_scope(y.dtype, indices.dtype):
-            return _max_unpool(y, indices, spec.data_format == "channels_first", out_size)
+        if not isinstance(top, jax.core.Tracer) and int(top) >= math.prod(out_size):
+            raise ValueError(f"an index ({int(top)}) is outside the output plane {out_size!r}")
+        return out
 
 
 BACKEND = JaxBackend()

@@ -303,3 +303,54 @@ def test_bfloat16_numpy_round_trip_uses_ml_dtypes():
     assert t.dtype == jnp.bfloat16
     back = BACKEND.to_numpy(t)
     assert back.dtype == ml_dtypes.bfloat16 and back.tolist() == a.tolist()
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("batch", [(2, 3), (0, 3), (2, 0)])
+def test_unpool_matches_the_oracle_with_skipped_and_repeated_indices(fmt, batch):
+    n, c = batch
+    cf = fmt == "channels_first"
+    shape = (n, c, 2, 3) if cf else (n, 2, 3, c)
+    y = RNG.standard_normal(shape).astype(np.float32)
+    idx = RNG.integers(-1, 20, shape).astype(np.int64)  # -1: skipped; repeats: equal values
+    y = np.where(idx >= 0, idx * 0.5, y).astype(np.float32)
+    want = oracle.max_unpool(y, idx, make_unpool_spec((4, 5), ndim=2, data_format=fmt), (4, 5))
+    for call in (lambda a, b: pa.max_unpool2d(a, b, (4, 5), data_format=fmt),
+                 jax.jit(lambda a, b: pa.max_unpool2d(a, b, (4, 5), data_format=fmt))):
+        got = call(jnp.asarray(y), jnp.asarray(idx))
+        assert isinstance(got, jax.Array) and got.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_unpool_under_jit_drops_an_index_outside_the_plane():
+    idx = jnp.asarray([[[[9, 1]]]])  # 9 is outside a 2x2 plane: no check under jit, dropped
+    got = jax.jit(lambda a, b: pa.max_unpool2d(a, b, (2, 2), data_format="NCHW"))(
+        jnp.asarray([[[[5.0, 7.0]]]]), idx)
+    assert np.asarray(got).ravel().tolist() == [0.0, 7.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_unpool_jaxpr_is_one_scatter_without_transpose_or_gather(fmt):
+    shape = (2, 3, 4, 4) if fmt == "channels_first" else (2, 4, 4, 3)
+    jaxpr = jax.make_jaxpr(lambda a, b: pa.max_unpool2d(a, b, (8, 8), data_format=fmt))(
+        jnp.zeros(shape), jnp.zeros(shape, jnp.int32))
+    eqns = [e.primitive.name for e in jaxpr.jaxpr.eqns[0].params["jaxpr"].eqns]
+    assert eqns.count("scatter") == 1, eqns
+    assert not _primitives(jaxpr.jaxpr) & {"transpose", "gather", "pad"}
+
+
+def test_eager_calls_drop_the_compiled_programs_past_the_bound(monkeypatch):
+    # each compiled CPU program holds MBs and memory maps; thousands crashed XLA (fuzz run)
+    from pooladapt.backends import jax as jax_backend
+
+    first = jnp.asarray(_input("max-valid"))
+    want = np.asarray(pa.pool2d(first, "max", 2))
+    monkeypatch.setattr(jax_backend, "_MAX_PROGRAMS", 2)
+    monkeypatch.setattr(jax_backend, "_programs", 0)
+    for size in (31, 32, 33):  # new shapes: traced and compiled; the third passes the bound
+        pa.pool2d(jnp.ones((1, size, 1, 1)), "max", 1)
+    assert jax_backend._programs == 0  # the bound was passed: the caches were dropped
+    np.testing.assert_array_equal(np.asarray(pa.pool2d(first, "max", 2)), want)
+    assert jax_backend._programs == 1  # compiled again
+    jax.jit(lambda t: pa.pool2d(t, "max", 3))(first)  # traced inside the caller's jit
+    assert jax_backend._programs == 2
