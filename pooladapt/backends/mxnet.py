@@ -599,13 +599,14 @@ def _adaptive(x: Any, plan: AdaptivePlan) -> Any:
         out = x.astype(acc) if np.dtype(acc) != dtype else x
         if spec.ndim == 2 and spec.data_format == "channels_first":
             out = nd.contrib.AdaptiveAvgPooling2D(out, output_size=plan.out_size)
-        else:
-            for d, axis in enumerate(spec.spatial_axes):
-                index, valid = plan.gather(d)
-                taken = take(out, index, axis, index.shape[1])
-                mask = nd.broadcast_like(along(valid, axis, taken.ndim, acc), taken)
-                total = nd.sum(nd.where(mask, taken, nd.zeros_like(taken)), axis=axis + 1)
-                out = nd.broadcast_div(total, along(valid.sum(axis=1), axis, total.ndim, acc))
+        else:  # a mean over a box is the mean of its rows' means: one dim at a time, each
+            # in a (1, cells before, dim, cells after) view (no transpose)
+            for d in reversed(range(spec.ndim)):
+                axis, shape = spec.spatial_axes[d], out.shape
+                rest = math.prod(shape[axis + 1:])
+                view = out.reshape((1, math.prod(shape[:axis]), shape[axis], rest))
+                out = nd.contrib.AdaptiveAvgPooling2D(view, output_size=(plan.out_size[d], rest))
+                out = out.reshape((*shape[:axis], plan.out_size[d], *shape[axis + 1:]))
         return out.astype(dtype.name) if np.dtype(acc) != dtype else out
     floating = not _is_int(dtype)
     flat = nd.array(np.arange(math.prod(plan.in_size), dtype=np.float64).reshape(
