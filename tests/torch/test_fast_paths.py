@@ -77,8 +77,10 @@ GEOMETRIES = [  # (ndim, arguments)
     (2, dict(window=(4, 3), stride=(3, 1), padding=((3, 0), (0, 2)), ceil_mode=True)),
     (2, dict(window=3, stride=1, padding=2, dilation=(2, 1))),  # all-padding windows
     (2, dict(window=(1, 3), stride=(2, 2))),  # one tap in a dim: a view, not a copy
-    (2, dict(window=10, stride=2)),  # the photo case
+    (2, dict(window=10, stride=2)),  # the photo case: NCHW unfolds its windows
+    (2, dict(window=(4, 5), stride=(1, 3), dilation=(2, 1))),  # unfolds, dilated
     (1, dict(window=4, stride=3, padding="same")),
+    (1, dict(window=5, stride=2, dilation=2)),
     (3, dict(window=2, stride=(1, 2, 2), padding=((1, 0), (0, 1), (1, 1)))),
 ]
 
@@ -118,6 +120,15 @@ def test_large_contiguous_nchw_takes_the_separable_max_without_copies_or_padding
     assert y.is_contiguous()
     _assert_equal(y, oracle.pool(x_np, spec))
     assert torch.equal(y.nan_to_num(), F.max_pool2d(x, 3, 2, 1).nan_to_num())
+
+
+def test_large_windows_inside_the_input_reduce_by_unfolding(separable):
+    x_np = _special((1, 3, 27, 40), "float32")
+    spec = make_spec("max", 10, 2, ndim=2, data_format="channels_first")
+    with _Recorder() as rec:
+        y = tb.BACKEND.pool(torch.from_numpy(x_np), spec.plan(x_np.shape))
+    assert rec.names.count("amax") == 2 and "maximum" not in rec.names, rec.names
+    _assert_equal(y, oracle.pool(x_np, spec))
 
 
 def test_channels_last_with_many_channels_keeps_torchs_kernel(separable):
