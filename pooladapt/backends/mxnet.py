@@ -1,14 +1,18 @@
 """The MXNet backend (1.9.1): ``mx.nd`` arrays and ``mx.np`` ndarrays, autograd, ``hybridize``.
 
-``nd.Pooling`` runs wherever it expresses the plan: float input, symmetric padding, no
-dilation (lp: p of 1, 2 or 3, on ``|x|``). Around it, the exact fixes for what MXNet does
-differently: ceil cells use ``'full'``, then the windows the plan drops are cropped (MXNet has
-no drop rule); NaN (which MXNet max pooling suppresses) and -inf (which it turns into the
-dtype's lowest finite value) are restored from one extra pooling of a code map; avg is a sum
-pool divided by the count except where oneDNN computes it (MXNet's own kernel multiplies by
-1 / count, an ulp off). Everything else is emulated: explicit padding (-inf or the integer
-minimum for max, 0 for sums), a VALID native pool, the plan's divisor, and a loop over the
-window's taps (strided slices) for dilation, integers and indices.
+``nd.Pooling`` runs wherever it expresses the plan: float input, no dilation (lp: p of 1, 2
+or 3, on ``|x|``). Max pools in views that oneDNN computes fast (channels last as a 5-d
+channels-first view, few channels in the batch, float16 through float32), with asymmetric,
+'same' and ceil-mode windows from native pads, the ``'full'`` convention and a crop (MXNet
+has no drop rule). MXNet max pooling suppresses NaN and turns -inf into the dtype's lowest
+finite value: one cheap check finds the batch rows holding a NaN or an infinity, and only
+those are restored from a pooled code map (the taps under autograd, for the gradient); a
+hybridized graph cannot be checked and always restores. Indices are each window's first tap
+equal to the native max. avg is a sum pool divided by the count except where oneDNN
+computes it (MXNet's own kernel multiplies by 1 / count, an ulp off). Everything else is
+emulated: explicit padding (-inf or the integer minimum for max, 0 for sums), a VALID native
+pool, the plan's divisor, and a loop over the window's taps (strided slices) for dilation
+and integers.
 
 All graph code takes the op namespace ``F`` (``mx.nd`` or ``mx.sym``), so the same code runs
 inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
@@ -37,6 +41,7 @@ _NATIVE_LP = (1.0, 2.0, 3.0)
 _FEW_CHANNELS = 8  # channels-first max below this many channels pools (N*C, 1, ...)
 _SEPARABLE = 16  # channels-last 2-d max windows of this many cells or more: two passes
 _HOST_CHECK = 1 << 20  # elements up to which reading x beats a pooling as NaN/inf check
+_PYTHON_CHECK = 256  # elements up to which that read is summed in Python
 _BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
                 "cast to float32")
 
@@ -253,7 +258,8 @@ def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
     the batch is ~10x faster. Channels last pools a view whose channels are the batch and
     whose last dim, window 1, is the channels; large 2-d windows (a max is separable) go
     in two passes, W then H (a 10x10 window ~5x faster)."""
-    kw = dict(pool_type="max", pooling_convention=convention)
+    kw = dict(pool_type="max", pooling_convention=convention) if convention == "full" else dict(
+        pool_type="max")  # defaults left out: each parameter costs a tiny call time
     if spec.channels_first:
         shape = None if _is_symbol(F) else x.shape
         if shape is not None and 1 < shape[1] < _FEW_CHANNELS:
@@ -264,7 +270,9 @@ def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
             y = F.Pooling(x.reshape((0, 0, 1, -1)), kernel=(1, *kernel), stride=(1, *stride),
                           pad=(0, *pad), **kw)
             return y.reshape((0, 0, -1))
-        return F.Pooling(x, kernel=kernel, stride=stride, pad=pad, **kw)
+        if any(pad):
+            kw["pad"] = pad
+        return F.Pooling(x, kernel=kernel, stride=stride, **kw)
     if spec.ndim == 3:  # H and W with D as the channels, then D with the batch as channels
         y = F.Pooling(x, kernel=(*kernel[1:], 1), stride=(*stride[1:], 1),
                       pad=(*pad[1:], 0), **kw)
@@ -297,26 +305,31 @@ def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
     return F.slice(y, begin=tuple(begin), end=tuple(end))
 
 
-def _host_view(x: Any) -> np.ndarray:
-    """A NumPy view of a dense CPU array's memory once its writers are done (not to be
-    written), without the engine's copy: that queues behind every op already pushed."""
+def _host_bytes(x: Any) -> bytes:
+    """A copy of a dense CPU array's memory once its writers are done, without the engine's
+    copy (that queues behind every op already pushed, reads of x included)."""
     x.wait_to_read()  # returns at once when no write to x is pending
     ptr = ctypes.c_void_p()  # MXNDArrayGetData reorders a oneDNN-layout array to default
     mx.base.check_call(mx.base._LIB.MXNDArrayGetData(x.handle, ctypes.byref(ptr)))
-    dtype = np.dtype(x.dtype)
-    buf = (ctypes.c_char * (math.prod(x.shape) * dtype.itemsize)).from_address(ptr.value)
-    return np.frombuffer(buf, dtype=dtype)
+    return ctypes.string_at(ptr.value, math.prod(x.shape) * np.dtype(x.dtype).itemsize)
 
 
 def _nonfinite_rows(x: Any) -> np.ndarray | None:
     """The batch rows of x holding a NaN or an infinity, None when none does. A small dense
-    array on the CPU is read in place; otherwise one global average pooling (oneDNN) reads
-    it: a NaN or infinity makes its plane's mean non-finite (a float32 overflow flags a row
-    too, which only costs the exact path)."""
+    CPU array is read directly (the tiniest summed in Python: on the 1x1x4x4 call any NumPy
+    call between two MXNet ops costs about as much as the pooling itself); otherwise one
+    global average pooling (oneDNN) reads it: a NaN or infinity makes its plane's mean
+    non-finite (a float32 overflow flags a row too, which only costs the exact path)."""
     s = x.shape
-    if (math.prod(s) <= _HOST_CHECK and type(x) is nd.NDArray
-            and x.context.device_type == "cpu"):
-        values = _host_view(x)
+    size = math.prod(s)
+    if size <= _HOST_CHECK and type(x) is nd.NDArray and x.context.device_type == "cpu":
+        raw = _host_bytes(x)
+        dtype = np.dtype(x.dtype)
+        if size <= _PYTHON_CHECK and dtype.char in "fd":
+            total = sum(memoryview(raw).cast(dtype.char))  # float64: no overflow from float32
+            if total - total == 0:
+                return None
+        values = np.frombuffer(raw, dtype=dtype)
     else:
         view = x if len(s) == 4 else x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
         with mx.autograd.pause():

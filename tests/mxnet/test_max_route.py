@@ -54,6 +54,13 @@ def _input(shape, dtype, which: str) -> np.ndarray:
     return x
 
 
+def _force(check: str, monkeypatch) -> None:
+    """Take one NaN/inf check: summed in Python, read into NumPy, a global pooling."""
+    monkeypatch.setattr(mxb, "_PYTHON_CHECK", 1 << 30 if check == "python" else 0)
+    if check == "pooling":
+        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+
+
 def test_every_route_kind_is_in_the_grid():
     kinds = {(r[1], any(r[2]), r[4] is not None) for r in map(mxb._max_route,
                                                               (p for _, _, p in PLANS))}
@@ -63,16 +70,16 @@ def test_every_route_kind_is_in_the_grid():
 
 
 VALUE_CASES = [
-    *itertools.product(["float32"], ["finite", "one row", "all rows"], ["in place", "pooling"]),
+    *itertools.product(["float32"], ["finite", "one row", "all rows"],
+                       ["python", "in place", "pooling"]),
     ("float16", "finite", "in place"), ("float16", "one row", "pooling"),
-    ("float64", "all rows", "in place"), ("float64", "one row", "pooling"),
+    ("float64", "all rows", "python"), ("float64", "one row", "pooling"),
 ]
 
 
 @pytest.mark.parametrize("dtype, which, check", VALUE_CASES)
 def test_values_equal_the_oracle(dtype, which, check, monkeypatch):
-    if check == "pooling":
-        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+    _force(check, monkeypatch)
     for spec, shape, plan in PLANS:
         x = _input(shape, dtype, which)
         got = BACKEND.pool(nd.array(x, dtype=dtype), plan).asnumpy()
@@ -81,12 +88,11 @@ def test_values_equal_the_oracle(dtype, which, check, monkeypatch):
         np.testing.assert_array_equal(got, want, err_msg=f"{spec} {shape}")
 
 
-@pytest.mark.parametrize("which, check", [("finite", "in place"), ("one row", "pooling"),
+@pytest.mark.parametrize("which, check", [("finite", "python"), ("one row", "pooling"),
                                           ("all rows", "in place")])
 def test_gradients_equal_the_oracle(which, check, monkeypatch):
     """NaN and all -inf windows too: the gradient reaches their first NaN / real -inf."""
-    if check == "pooling":
-        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+    _force(check, monkeypatch)
     for spec, shape, plan in PLANS[::2]:
         x = _input(shape, "float64", which)
         g = RNG.standard_normal(spec.output_shape(shape))
@@ -121,8 +127,7 @@ def test_every_view_equals_the_oracle(few, separable, monkeypatch):
     ("float16", "one row", "in place"), ("float64", "all rows", "pooling")])
 def test_indices_equal_the_oracle(dtype, which, check, monkeypatch):
     """Native max plus the first tap equal to it; flagged rows take the taps."""
-    if check == "pooling":
-        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+    _force(check, monkeypatch)
     for spec, shape, _ in PLANS[::2]:
         spec = dataclasses.replace(spec, return_indices=True)
         x = _input(shape, dtype, which)
@@ -143,12 +148,17 @@ def test_the_pooling_check_flags_an_infinity_in_a_large_plane(monkeypatch):
     assert mxb._nonfinite_rows(nd.array(x)).tolist() == [0, 1, 2, 3]
 
 
-def test_in_place_check_reads_the_finished_input():
-    x = nd.ones((2, 3, 4, 4))
+@pytest.mark.parametrize("check", ["python", "in place"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_in_place_check_reads_the_finished_input(check, dtype, monkeypatch):
+    _force(check, monkeypatch)
+    x = nd.ones((2, 3, 4, 4), dtype=dtype)
     y = x * 2
     y[1, 2, 3, 3] = np.nan  # a pending write: the check waits for it
     assert mxb._nonfinite_rows(y).tolist() == [1]
-    assert mxb._nonfinite_rows(nd.ones((2, 3, 4, 4))) is None
+    y[0, 0, 0, 0] = -np.inf
+    assert mxb._nonfinite_rows(y).tolist() == [0, 1]
+    assert mxb._nonfinite_rows(nd.ones((2, 3, 4, 4), dtype=dtype) * 3e38) is None
 
 
 @pytest.mark.parametrize("layout, ndim", [("NCW", 1), ("NWC", 1), ("NHWC", 2), ("NCHW", 2),
