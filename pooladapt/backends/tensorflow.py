@@ -1,15 +1,22 @@
-"""The TensorFlow backend: ``tf.nn`` pooling in NHWC, exact emulation where TF falls short.
+"""The TensorFlow backend: ``tf.nn`` pooling, exact emulation where TF falls short.
 
-Every call works channels-last (TF's CPU kernels run NCHW forward only through oneDNN and
-never for the gradient), so channels-first input is transposed in and out. A plan that
-``tf.nn.max_pool``/``avg_pool`` can express (no dilation, no ceil extra, ``valid`` or TF's own
-``SAME`` = ``same_upper``, which for avg excludes padding as canonical avg does) is one native
-call; anything else is padded explicitly (-inf or the dtype minimum for max, zeros for sums),
-pooled VALID and rescaled by the plan's constant divisor map. Quirks closed here:
+A plan that MaxPool/AvgPool can express is one native call: ``valid``, TF's own ``SAME``
+(= ``same_upper``, which for avg excludes padding as canonical avg does) and, for max,
+MaxPool's explicit padding (not under XLA, which lacks it: there the input is padded).
+Channels-first 2-D input runs on TF's NCHW kernel (oneDNN's on CPU) when it has one and
+8+ channels or a small tensor; its CPU gradient exists only in NHWC, so where a gradient
+may be asked for (a tape, a graph) a ``tf.custom_gradient`` computes it there. Other
+channels-first input is transposed in and out. A padded avg or lp sums its windows with a
+depthwise convolution of ones (which pads by itself) and divides by the plan's constant
+divisor map; elsewhere the input is padded (-inf or the dtype minimum for max, zeros for
+sums) and pooled VALID. Quirks closed here:
 
 * MaxPool drops NaN and starts from the lowest finite value (an all-NaN or all -inf window
-  gives -3.4e38 eager): when the input holds a NaN or -inf (one reduction tells), the max
-  is redone on integer order keys of the floats, which is exact (one ``tf.cond``).
+  gives -3.4e38 eager): when the input holds a NaN or -inf (one reduction tells: eagerly its
+  minimum, read by NumPy for a tiny CPU tensor; in graphs its sum, as XLA's min drops NaN),
+  the max is redone on integer order keys of the floats, which is exact. That one read of
+  the input is the backend's whole cost over MaxPool on large inputs.
+* XLA's SAME MaxPool gradient sends ties to the wrong cell: under XLA, SAME max is padded.
 * Every TF CPU kernel and cast (XLA included) treats subnormals as zero: a known deviation
   for bfloat16, float32 and float64 (float16 runs in float32, where its subnormals are
   normal). Detecting them would cost more than the pool: TF itself never makes one on CPU.

@@ -262,3 +262,23 @@ def test_d10_max_pool_3d_gradient_goes_to_every_tied_maximum():
         canonical = pa.pool3d(x, "max", 2)
     assert _flat(tape.gradient(native, x)) == [1.0] * 8
     assert _flat(tape.gradient(canonical, x)) == [1.0] + [0.0] * 7
+
+
+def test_d10_xla_same_max_pool_gradient_misplaces_a_tie():
+    """Not in the notes: under XLA, MaxPool with SAME padding (pads (0, 1) here) sends the
+    gradient of window (0, 0) to its tied cell (1, 1), not to the first maximum (0, 2)."""
+    x = tf.constant([[0, 0, 1, 0], [0, 1, 0, 1], [0, 1, 1, 0], [0, 1, 1, 1]], tf.float32)
+    x = tf.reshape(x, (1, 4, 4, 1))
+
+    def grad(fn):
+        def run(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = fn(t)
+            return tape.gradient(y, t)
+        return tf.function(run, jit_compile=True)(x).numpy()[0, ..., 0].tolist()
+
+    first_max = [[0, 0, 2, 0], [0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert grad(lambda t: tf.nn.max_pool2d(t, 3, 2, "SAME")) == [
+        [0, 0, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert grad(lambda t: pa.pool2d(t, "max", 3, 2, "same")) == first_max
