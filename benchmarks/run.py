@@ -54,10 +54,13 @@ def measure(contenders: dict[str, tuple[Callable, Any, Callable]], warmup: int, 
     """Median wall and CPU seconds per call of each ``(fn, arg, sync)``, sampled round-robin."""
     numbers = {}
     for name, (fn, arg, sync) in contenders.items():
-        start = time.perf_counter()
         for _ in range(max(warmup, 1)):
             sync(fn(arg))
-        one = (time.perf_counter() - start) / max(warmup, 1)
+        calls, start = 0, time.perf_counter()  # calibrate on warm calls, not the first one
+        while calls < 3 or (time.perf_counter() - start < 0.2 * sample_s and calls < 1000):
+            sync(fn(arg))
+            calls += 1
+        one = (time.perf_counter() - start) / calls
         numbers[name] = max(1, min(10_000, int(sample_s / max(one, 1e-7))))
     walls: dict[str, list[float]] = {name: [] for name in contenders}
     cpus: dict[str, list[float]] = {name: [] for name in contenders}
