@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, _same_pads
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 _EMULATED = ("lp", "symmetric_padding", "asymmetric_padding", "ceil_mode", "dilation",
@@ -208,11 +208,16 @@ def _nhwc_args(window, stride, padding) -> dict[str, Any]:
     return args
 
 
+@lru_cache(maxsize=256)
 def _is_tf_same(plan: PoolPlan) -> bool:
-    """True when TF's own SAME padding (= same_upper) realises the plan's padding."""
+    """True when TF's own SAME padding gives the plan's windows: same first window and count
+    in every dim (``same_upper``, and e.g. padding 1 of a 3/2 window over an odd size)."""
     spec = plan.spec
-    return (spec.padding == "same_upper" and plan.has_padding and not any(plan.ceil_extra)
-            and all(r == 1 for r in spec.dilation))
+    if not plan.has_padding or any(r != 1 for r in spec.dilation):
+        return False
+    return all(out == -(-n // s) and lo == _same_pads(n, k, s, lower=False)[0]
+               for n, k, s, out, (lo, _) in zip(plan.in_size, spec.window, spec.stride,
+                                                plan.out_size, plan.pads))
 
 
 @lru_cache(maxsize=256)

@@ -208,3 +208,31 @@ def test_conformance_grid_under_tf_function(case):
                                              for f in case.features):
             pytest.xfail(message)
         assert ok, message
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("where", ["eager", "graph", "xla"])
+def test_padding_that_equals_tf_same_on_odd_sizes_matches_the_oracle(fmt, where):
+    # padding 1 of a 3/2 window over 7 and 9 gives TF SAME's windows: one native SAME call
+    shape = (2, 7, 9, 3) if fmt == "channels_last" else (2, 3, 7, 9)
+    x = RNG.integers(-2, 3, size=shape).astype(np.float32)  # ties
+    x.flat[5] = np.nan
+    for mode, kw in (("avg", {}), ("avg", dict(count_include_pad=True)), ("max", {})):
+        spec = make_spec(mode, 3, 2, 1, data_format=fmt, ndim=2, **kw)
+        assert tfb._is_tf_same(spec.plan(shape))
+        g = RNG.standard_normal(spec.output_shape(shape)).astype(np.float32)
+
+        def run(t, gt, mode=mode, kw=kw):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = pa.pool2d(t, mode, 3, 2, 1, data_format=fmt, **kw)
+            return y, tape.gradient(y, t, output_gradients=gt)
+
+        if where != "eager":
+            run = tf.function(run, jit_compile=where == "xla")
+        y, dx = run(tf.constant(x), tf.constant(g))
+        np.testing.assert_allclose(y.numpy(), oracle.pool(x, spec), rtol=1e-6)
+        clean = np.nan_to_num(x, nan=-5.0)  # gradients: no NaN, ties remain
+        _, dx = run(tf.constant(clean), tf.constant(g))
+        np.testing.assert_allclose(dx.numpy(), oracle.pool_vjp(clean, spec, g),
+                                   rtol=1e-5, atol=1e-6)
