@@ -97,9 +97,15 @@ def _layout(name: str, monkeypatch) -> tuple[str, tuple[int, ...]]:
     return fmt, (2, 7, 6, channels) if fmt == "channels_last" else (2, channels, 7, 6)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("where", ["eager-host", "eager-tf", "graph", "xla"])
+# graphs check with a sum (float16: its cells), eager with a minimum; XLA never takes the NCHW
+# kernel, so its NCHW layouts are one route
+ROUTES = [(d, lay, w) for w in ("eager-host", "eager-tf", "graph", "xla") for lay in LAYOUTS
+          for d in ("float16", "bfloat16", "float32", "float64")
+          if w.startswith("eager") or (d in ("float16", "float32")
+                                       and (w == "graph" or lay in ("NHWC", "NCHW-small")))]
+
+
+@pytest.mark.parametrize("dtype, layout, where", ROUTES)
 def test_max_with_nan_and_inf_matches_the_oracle_on_every_route(dtype, layout, where,
                                                                  monkeypatch):
     monkeypatch.setattr(tfb, "_HOST_CHECK", 1 << 30 if where == "eager-host" else 0)
@@ -144,8 +150,9 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("where", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("layout, where", [(lay, w) for w in ("eager", "graph", "xla")
+                                           for lay in LAYOUTS
+                                           if w != "xla" or lay in ("NHWC", "NCHW-small")])
 def test_gradients_match_the_oracle_on_every_route(layout, where, monkeypatch):
     fmt, shape = _layout(layout, monkeypatch)
     x = RNG.integers(-2, 3, size=shape).astype(np.float32)  # ties: first maximum
