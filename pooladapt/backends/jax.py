@@ -153,10 +153,12 @@ def _first_max(x: jax.Array, plan: PoolPlan) -> tuple[jax.Array, jax.Array]:
                 strides[axis], pads[axis] = s, (first, plan.out_size[d] - last, 0)
                 o = lax.broadcasted_iota(itype, shape, axis)
                 flat = flat + (o * s + offset) * math.prod(plan.in_size[d + 1:])
-                valid = valid & (o >= first) & (o < last)
+                if first > 0 or last < plan.out_size[d]:  # some outputs see padding here
+                    valid = valid & (o >= first) & (o < last)
 
             def tap(a, fill, start=start, limit=limit, strides=strides, pads=pads):
-                return lax.pad(lax.slice(a, start, limit, strides), fill, pads)
+                a = lax.slice(a, start, limit, strides)
+                return lax.pad(a, fill, pads) if any(p != (0, 0, 0) for p in pads) else a
 
             k = tap(key, _lowest(key.dtype))
             win = valid & ((k > best) | (idx < 0))

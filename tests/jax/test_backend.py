@@ -117,6 +117,19 @@ def test_jitted_jaxpr_is_one_reduce_window_without_pad_or_transpose(fmt, mode, k
     assert not prims & {"pad", "transpose", "gather", "scatter", "scatter-add"}, prims
 
 
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_jaxprs_of_indices_and_uniform_adaptive_need_no_pad_transpose_or_gather(fmt):
+    shape = (2, 3, 8, 8) if fmt == "channels_first" else (2, 8, 8, 3)
+    x = jnp.zeros(shape, jnp.float32)
+    indices = _primitives(jax.make_jaxpr(
+        lambda t: pa.pool2d(t, "max", 2, data_format=fmt, return_indices=True))(x).jaxpr)
+    assert not indices & {"pad", "transpose", "gather", "scatter", "reduce_window"}, indices
+    adaptive = _primitives(jax.make_jaxpr(  # 8 -> 4: uniform bins, a plain 2x2 avg pool
+        lambda t: pa.adaptive_pool2d(t, "avg", 4, data_format=fmt))(x).jaxpr)
+    assert "reduce_window_sum" in adaptive
+    assert not adaptive & {"pad", "transpose", "gather", "scatter"}, adaptive
+
+
 def test_numpy_float64_and_int64_are_exact_without_enabling_x64():
     assert not jax.config.jax_enable_x64
     x = RNG.standard_normal((1, 1, 9)) * 1e-3 + 1.0  # float32 would round these
