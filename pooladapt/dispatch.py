@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -148,6 +149,10 @@ def load(name: str) -> ModuleType:
     if module is not None:
         return module
     name = normalize_backend_name(name)
+    module = sys.modules.get(BACKENDS[name])  # imported already (e.g. by a layers module)
+    if module is not None:
+        _loaded[name] = module
+        return module
     try:
         importlib.import_module(FRAMEWORK_MODULES[name])
     except ImportError as err:
