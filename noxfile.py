@@ -114,8 +114,10 @@ def fuzz(session: nox.Session) -> None:
     ``fuzz`` profile: 10,000 examples per test) in every backend environment that
     ``nox -s "tests(<backend>)"`` installed from backends/<backend>.txt. Not run by default.
 
-    ``nox -s fuzz -- torch mxnet`` limits the backends; other arguments go to pytest. A failure
-    prints the shrunk example as a regression test to paste into test_fuzz.py.
+    ``nox -s fuzz -- torch mxnet`` limits the backends; other arguments go to pytest;
+    ``POOLADAPT_FUZZ_EXAMPLES=1000`` sets the examples per test (JAX compiles every new shape,
+    about 0.25 s each on 2 cores). A failure prints the shrunk example as a regression test to
+    paste into test_fuzz.py.
     """
     chosen = [a for a in session.posargs if a in BACKENDS] or BACKENDS
     options = [a for a in session.posargs if a not in BACKENDS]
