@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
 from torch._dynamo.backends.common import aot_autograd
 from torch.overrides import TorchFunctionMode
 
@@ -17,6 +18,7 @@ import pooladapt.backends.torch as tb
 from pooladapt import conformance, oracle
 from pooladapt.layers import torch as layers
 from pooladapt.spec import make_spec
+from pooladapt.strategies import cases_with_inputs, pool_cases
 
 RNG = np.random.default_rng(5)
 FORMATS = ("channels_first", "channels_last")
@@ -96,6 +98,27 @@ def test_separable_max_equals_oracle(separable, ndim, kw, fmt):
     _assert_equal(got, oracle.pool(x_np, spec))
     if fmt == "channels_last":
         assert got.is_contiguous()
+
+
+@settings(max_examples=max(20, settings().max_examples // 2))
+@given(example=cases_with_inputs(pool_cases()))
+def test_separable_max_equals_oracle_on_random_specs(example):
+    """The conformance fuzz's max cases (padding forms, ceil mode, dilation, every dtype,
+    NaN/inf/extremes) through the separable max, forced on every size."""
+    case, x_np = example  # any mode's geometry, pooled as a max without indices
+    kw = {k: v for k, v in case.kwargs.items()
+          if k not in ("mode", "p", "count_include_pad", "return_indices")}
+    spec = make_spec("max", **kw, ndim=case.ndim)
+    calls = []
+    real = tb._separable_max
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tb, "_SEPARABLE_MIN", 0)
+        mp.setattr(tb, "_separable_max", lambda *a: calls.append(1) or real(*a))
+        got = tb.BACKEND.pool(tb.BACKEND.from_numpy(x_np), spec.plan(x_np.shape))
+    want = oracle.pool(x_np, spec)
+    if x_np.shape[1 if spec.channels_first else -1] and x_np.shape[0]:
+        assert calls, "the separable max was not taken"
+    _assert_equal(got, want, case.dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64", "int8", "uint8", "int16",
