@@ -273,10 +273,15 @@ def _pool(x: jax.Array, plan: PoolPlan):
     s = lax.reduce_window(xs, np.array(0, acc), lax.add, **_window(plan))
     if spec.mode == "lp":
         return _root(s, spec.p).astype(x.dtype)
-    divisor = plan.uniform_divisor
-    if divisor is None:
-        divisor = _spatial_const(plan.divisor_map, spec.channels_first, acc)
-    return _divide(s, divisor).astype(x.dtype)
+    if plan.uniform_divisor is not None and plan.uniform_divisor > 0:
+        return _divide(s, plan.uniform_divisor).astype(x.dtype)
+    # a window of padding only (dilation) has divisor 0: NaN, without a gradient through 1/0
+    zero = plan.divisor_map == 0
+    y = _divide(s, _spatial_const(np.where(zero, 1.0, plan.divisor_map), spec.channels_first,
+                                  acc))
+    if zero.any():
+        y = jnp.where(_spatial_const(zero, spec.channels_first, bool), jnp.nan, y)
+    return y.astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=1)

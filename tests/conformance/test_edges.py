@@ -337,6 +337,30 @@ def test_all_padding_windows(backend, deviation, dtype):
     assert_values(got, [[[-math.inf]]], dtype)
 
 
+@pytest.mark.autograd
+@pytest.mark.parametrize("mode", ["max", "avg", "lp"])
+def test_all_padding_windows_pass_no_gradient(backend, deviation, mode):
+    deviation(backend, "all_padding", "gradient")
+    be = dispatch.load(backend).BACKEND
+    # 'same' over 2 rows with window 2, dilation 3: pads (1, 2), so the first output row's
+    # taps (-1 and 2) are padding only; the second row's (0 and 3) hold row 0
+    kw = dict(window=(2, 2), stride=1, padding="same", dilation=(3, 1), data_format="NCHW")
+    x = np.array([[[[1.5, 2.0, -1.0], [-2.0, 4.0, 0.5]]]])
+    g = np.array([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]]])
+    dx = be.to_numpy(be.vjp(lambda t: pa.pool2d(t, mode, **kw), be.from_numpy(x),
+                            be.from_numpy(g)))
+    # row 0's cells get only the second output row's cotangents (by hand: avg divides by 2, 2, 1;
+    # max sends each window to its larger cell; lp 2 by x / norm); row 1 gets nothing
+    a, b, c = 1.5, 2.0, -1.0
+    want = {
+        "avg": [4 / 2, 4 / 2 + 5 / 2, 5 / 2 + 6 / 1],
+        "max": [0.0, 4 + 5, 6.0],
+        "lp": [4 * a / math.hypot(a, b), 4 * b / math.hypot(a, b) + 5 * b / math.hypot(b, c),
+               5 * c / math.hypot(b, c) + 6 * c / abs(c)],
+    }[mode]
+    np.testing.assert_allclose(dx, [[[want, [0.0, 0.0, 0.0]]]], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_windows_with_a_single_real_tap(backend, deviation, dtype):
     deviation(backend, "dilation", f"dtype:{dtype}")

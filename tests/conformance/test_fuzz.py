@@ -325,3 +325,17 @@ def test_regression_adaptive_92401e2c(backend, known_deviation):
     x = arr([inf, inf], 'float16', (1, 1, 2, 1, 1))
     known_deviation(tagged(case, x), backend)
     check_forward(case, x, backend, native=False)
+
+
+# found by nox -s fuzz on jax: the gradient of an avg window of padding only (divisor 0) was
+# inf (1/0 on the backward pass); x does not reach that window, so it is 0
+@pytest.mark.autograd
+def test_regression_pool_40228a57(backend, known_deviation):
+    case = Case(kind='pool', ndim=1, args=(('mode', 'avg'), ('window', (2,)), ('stride', None),
+                ('padding', 'same'), ('dilation', (2,)), ('ceil_mode', False),
+                ('data_format', 'channels_first'), ('count_include_pad', False)), spatial=(1,),
+                dtype='float64', values='normal', batch=(1, 1), gradient=True,
+                features=('hypothesis',))
+    x = arr([2.875], 'float64', (1, 1, 1))
+    known_deviation(tagged(case, x), backend)
+    check_gradient(case, x, backend, seed=0)
