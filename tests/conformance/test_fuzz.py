@@ -339,3 +339,16 @@ def test_regression_pool_40228a57(backend, known_deviation):
     x = arr([2.875], 'float64', (1, 1, 1))
     known_deviation(tagged(case, x), backend)
     check_gradient(case, x, backend, seed=0)
+
+
+# found by nox -s fuzz on jax: the same window of padding only, summed by lp (p=1): XLA's
+# compiled gradient of the padded window sum sent the cotangent to the cell
+@pytest.mark.autograd
+def test_regression_pool_d0bed1e0(backend, known_deviation):
+    case = Case(kind='pool', ndim=1, args=(('mode', 'lp'), ('window', (2,)), ('stride', None),
+                ('padding', 'same'), ('dilation', (2,)), ('ceil_mode', False),
+                ('data_format', 'channels_first'), ('p', 1.0)), spatial=(1,), dtype='float64',
+                values='normal', batch=(1, 1), gradient=True, features=('hypothesis',))
+    x = arr([2.875], 'float64', (1, 1, 1))
+    known_deviation(tagged(case, x), backend)
+    check_gradient(case, x, backend, seed=0)

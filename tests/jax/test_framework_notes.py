@@ -182,3 +182,22 @@ def test_jit_divides_by_a_constant_through_its_reciprocal():
         pool = jax.jit(lambda t: pa.pool1d(t, "avg", 5, padding=1, count_include_pad=True,
                                            data_format="NCW"))
         assert _flat(pool(x)) == [1.2]
+
+
+def test_jit_gradient_of_a_padded_window_sum_reaches_a_cell_outside_it():
+    # one cell, window 2 with dilation 2 and padding (1, 1): the only window's taps (-1 and 1)
+    # are both padding, so the sum is 0 and does not depend on the cell
+    x, g = jnp.array([[[2.875]]]), jnp.array([[[1.5]]])
+
+    def window_sum(t):
+        return lax.reduce_window(t, 0.0, lax.add, (1, 1, 2), (1, 1, 2),
+                                 [(0, 0), (0, 0), (1, 1)], window_dilation=(1, 1, 2))
+
+    assert _flat(window_sum(x)) == [0.0]
+    assert _flat(jax.vjp(window_sum, x)[1](g)[0]) == [0.0]  # eager: right
+    jitted = jax.jit(lambda t, c: jax.vjp(window_sum, t)[1](c)[0])
+    assert _flat(jitted(x, g)) == [1.5]  # compiled: the cotangent reaches the cell
+    # pooladapt's sums (lp with p=1 is that window sum) pass it no gradient, compiled or not
+    pool = lambda t: pa.pool1d(t, "lp", 2, padding="same", dilation=2, p=1.0,  # noqa: E731
+                               data_format="NCW")
+    assert _flat(jax.jit(lambda t, c: jax.vjp(pool, t)[1](c)[0])(x, g)) == [0.0]
