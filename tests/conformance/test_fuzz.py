@@ -352,3 +352,15 @@ def test_regression_pool_d0bed1e0(backend, known_deviation):
     x = arr([2.875], 'float64', (1, 1, 1))
     known_deviation(tagged(case, x), backend)
     check_gradient(case, x, backend, seed=0)
+
+
+# found by nox -s fuzz on jax: an explicit zero pad before the window sum (a first fix of the
+# above) was folded by XLA into the same bug, now in the value: lp gave the cell, not 0
+def test_regression_pool_f582b0dc(backend, known_deviation):
+    case = Case(kind='pool', ndim=1, args=(('mode', 'lp'), ('window', (2,)), ('stride', (1,)),
+                ('padding', 'same'), ('dilation', (2,)), ('ceil_mode', False),
+                ('data_format', 'channels_first'), ('p', 1.0)), spatial=(1,), dtype='float16',
+                values='normal', batch=(1, 1), gradient=False, features=('hypothesis',))
+    x = arr([2.875], 'float16', (1, 1, 1))
+    known_deviation(tagged(case, x), backend)
+    check_forward(case, x, backend, native=False)
