@@ -340,6 +340,16 @@ class PoolPlan:
         """True when some window holds no cell of the unpadded input (possible with dilation)."""
         return any(0 in dim for dim in self.real_counts)
 
+    @cached_property
+    def empty_windows(self) -> np.ndarray:
+        """Bool array of shape ``out_size``: True where the window holds no cell of the
+        unpadded input. Such a window is -inf (max, no index), 0 (lp) or NaN (avg without
+        padding: 0 / 0), and passes no gradient."""
+        out = np.zeros((), dtype=bool)
+        for dim_counts in self.real_counts:
+            out = np.logical_or.outer(out, np.asarray(dim_counts) == 0)
+        return out
+
     def window_starts(self, dim: int) -> range:
         """Input coordinate of the first tap of every window along ``dim`` (may be negative)."""
         lo = self.pads[dim][0]
@@ -353,7 +363,9 @@ class PoolPlan:
         return tuple(shape)
 
 
-def _same_pads(in_size: int, k_extent: int, stride: int, lower: bool) -> tuple[int, int]:
+def same_pads(in_size: int, k_extent: int, stride: int, lower: bool) -> tuple[int, int]:
+    """The ``same`` rule: pad so that ``ceil(in_size / stride)`` windows fit; the odd cell goes
+    to the high side (``same_upper``, TF/Keras) or the low side (``lower``, ONNX SAME_LOWER)."""
     out = -(-in_size // stride)
     total = max((out - 1) * stride + k_extent - in_size, 0)
     small, big = total // 2, total - total // 2
@@ -395,7 +407,7 @@ def resolve_plan(spec: PoolSpec, in_size: tuple[int, ...]) -> PoolPlan:
     for d in range(spec.ndim):
         n, k_ext, s = in_size[d], spec.extent[d], spec.stride[d]
         if isinstance(spec.padding, str):
-            lo, hi = (0, 0) if spec.padding == "valid" else _same_pads(
+            lo, hi = (0, 0) if spec.padding == "valid" else same_pads(
                 n, k_ext, s, spec.padding == "same_lower")
         else:
             lo, hi = spec.padding[d]

@@ -274,22 +274,14 @@ def _pool(x: jax.Array, plan: PoolPlan):
     if plan.all_padding_windows:
         # XLA's compiled gradient of a padded reduce_window sum sends the cotangent of a window
         # of padding only to the input (jax 0.10, tests/jax/test_framework_notes.py), and an
-        # explicit pad gets folded into the same bug: cut such windows off (their sum is 0)
-        empty = np.zeros((), bool)
-        for dim in plan.real_counts:
-            empty = np.logical_or.outer(empty, np.asarray(dim) == 0)
-        s = jnp.where(_spatial_const(empty, spec.channels_first, bool), 0, s)
+        # explicit pad gets folded into the same bug: cut such windows off (their sum is 0, an
+        # avg of them 0 / 0 = NaN, and the where passes them no gradient)
+        s = jnp.where(_spatial_const(plan.empty_windows, spec.channels_first, bool), 0, s)
     if spec.mode == "lp":
         return _root(s, spec.p).astype(x.dtype)
-    if plan.uniform_divisor is not None and plan.uniform_divisor > 0:
+    if plan.uniform_divisor is not None:
         return _divide(s, plan.uniform_divisor).astype(x.dtype)
-    # a window of padding only (dilation) has divisor 0: NaN, without a gradient through 1/0
-    zero = plan.divisor_map == 0
-    y = _divide(s, _spatial_const(np.where(zero, 1.0, plan.divisor_map), spec.channels_first,
-                                  acc))
-    if zero.any():
-        y = jnp.where(_spatial_const(zero, spec.channels_first, bool), jnp.nan, y)
-    return y.astype(x.dtype)
+    return _divide(s, _spatial_const(plan.divisor_map, spec.channels_first, acc)).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=1)

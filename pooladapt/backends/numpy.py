@@ -424,12 +424,7 @@ class NumpyBackend(Backend):
         _run_blocks(block, _blocks(plan, x.shape, x.dtype.itemsize + 8), idx.nbytes)
         if plan.all_padding_windows:
             # a window that holds no input cell has no index (its value is already -inf)
-            empty = np.zeros(plan.out_size, dtype=bool)
-            for d, counts in enumerate(plan.real_counts):
-                shape = [1] * spec.ndim
-                shape[d] = -1
-                empty |= (np.asarray(counts) == 0).reshape(shape)
-            np.copyto(idx, -1, where=self._spatial_view(empty, spec))
+            np.copyto(idx, -1, where=self._spatial_view(plan.empty_windows, spec))
 
     def global_pool(self, x: np.ndarray, spec: GlobalSpec):
         axes = spec.spatial_axes

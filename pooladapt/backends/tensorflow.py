@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, _same_pads
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, same_pads
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 _EMULATED = ("lp", "symmetric_padding", "asymmetric_padding", "ceil_mode", "dilation",
@@ -72,14 +72,6 @@ def _batch(x: tf.Tensor) -> tf.Tensor:
 
 def _lowest(dtype: tf.DType):
     return dtype.min if dtype.is_integer else -np.inf
-
-
-def _empty_windows(plan: PoolPlan) -> np.ndarray:
-    """Boolean map over the output plane: windows that hold no cell of the input."""
-    real = np.ones((), dtype=np.int64)
-    for counts in plan.real_counts:
-        real = np.multiply.outer(real, np.asarray(counts, dtype=np.int64))
-    return real == 0
 
 
 def _spatial_const(a: np.ndarray, dtype: tf.DType, channels_first: bool = False) -> tf.Tensor:
@@ -215,7 +207,7 @@ def _is_tf_same(plan: PoolPlan) -> bool:
     spec = plan.spec
     if not plan.has_padding or any(r != 1 for r in spec.dilation):
         return False
-    return all(out == -(-n // s) and lo == _same_pads(n, k, s, lower=False)[0]
+    return all(out == -(-n // s) and lo == same_pads(n, k, s, lower=False)[0]
                for n, k, s, out, (lo, _) in zip(plan.in_size, spec.window, spec.stride,
                                                 plan.out_size, plan.pads))
 
@@ -550,7 +542,7 @@ class TensorflowBackend(Backend):
             if plan.all_padding_windows and x.dtype.is_floating:
                 # MaxPool starts from the lowest finite value: a window of padding only
                 # (dilation) comes out as -3.4e38 instead of -inf
-                empty = _spatial_const(_empty_windows(plan), tf.bool, cf)
+                empty = _spatial_const(plan.empty_windows, tf.bool, cf)
                 y = tf.where(empty, tf.constant(-np.inf, y.dtype), y)
             return y
         work = tf.float32 if x.dtype in _LOW_PRECISION else x.dtype

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pooladapt as pa
-from pooladapt.spec import make_adaptive_spec, make_spec
+from pooladapt.spec import make_adaptive_spec, make_spec, same_pads
 
 
 def spec(mode="max", window=2, **kw):
@@ -166,6 +166,27 @@ def test_divisor_rules_and_map():
     assert make_spec("avg", 2, ndim=2).plan((1, 4, 4, 1)).uniform_divisor == 4
     two_d = make_spec("avg", 3, 2, 1, ndim=2, data_format="NCHW").plan((1, 1, 4, 4))
     np.testing.assert_array_equal(two_d.divisor_map, [[4, 6], [6, 9]])
+
+
+def test_same_rule_puts_the_odd_cell_high_or_low():
+    # in 5, window 2, stride 2: ceil(5/2) = 3 windows need 2*2+2 = 6 cells, one of padding
+    assert same_pads(5, 2, 2, lower=False) == (0, 1)
+    assert same_pads(5, 2, 2, lower=True) == (1, 0)
+    assert same_pads(7, 3, 3, lower=False) == (1, 1)  # total 2 splits evenly
+    assert same_pads(6, 1, 3, lower=True) == (0, 0)
+
+
+def test_empty_windows_map_windows_of_padding_only():
+    # H = 2, window 2, dilation 3 (extent 4), 'same': pads (1, 2); row 0's taps are -1 and 2
+    # (both padding), row 1's are 0 and 3. W = 3, window 1: every column holds a cell.
+    plan = spec("avg", (2, 1), stride=1, padding="same", dilation=(3, 1),
+                data_format="NCHW").plan((1, 1, 2, 3))
+    assert plan.pads == ((1, 2), (0, 0)) and plan.all_padding_windows
+    np.testing.assert_array_equal(plan.empty_windows, [[True] * 3, [False] * 3])
+    assert plan.divisor_map[0].tolist() == [0, 0, 0]  # avg over them is 0 / 0
+    full = spec("max", 2, padding=1, data_format="NCHW").plan((1, 1, 4, 4))
+    assert not full.all_padding_windows and not full.empty_windows.any()
+    assert full.empty_windows.shape == full.out_size
 
 
 def test_output_shape_of_both_layouts():
