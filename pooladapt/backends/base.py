@@ -12,8 +12,9 @@ Contract of every method (``x`` in the spec's data format, batch + channels + sp
   never win a max and add 0 to sums; ``plan.ceil_extra`` cells are ignored entirely; avg
   divides by ``plan.divisor_map`` (``plan.uniform_divisor`` when every window shares one);
   NaN propagates in max; ties (value and gradient) go to the first maximum in row-major
-  window order; an all-padding window gives -inf (dtype minimum for integers) with index -1
-  for max, 0 for lp and sum / divisor for avg (NaN when the divisor is 0).
+  window order; an all-padding window (``plan.empty_windows``) gives -inf (dtype minimum for
+  integers) with index -1 for max, 0 for lp and sum / divisor for avg (NaN when the divisor
+  is 0), and passes no gradient.
 * ``global_pool(x, spec)``: reduce every spatial dim (max/avg/lp), ``spec.keepdims``.
 * ``adaptive_pool(x, plan)``: bins ``plan.starts``/``plan.ends``; ``plan.gather(d)`` gives
   gather indices and masks for a separable gather-and-reduce; max may return indices.
