@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pooladapt import dispatch
+from pooladapt import config, dispatch
 from pooladapt.spec import (
     AdaptiveSpec,
     GlobalSpec,
@@ -120,7 +120,7 @@ class _PoolND:
         self.spec: PoolSpec = make_spec(
             mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
             data_format, return_indices, ndim=self.ndim)
-        self.backend = None if backend is None else dispatch.normalize_backend_name(backend)
+        self.backend = None if backend is None else config.normalize_backend_name(backend)
         # (type, dtype, shape, backend) of a framework tensor -> (backend.pool, plan): a repeat
         # call skips dispatch, dtype and shape checks, which ran on the first call.
         self._fast: dict[tuple, tuple] = {}
@@ -231,7 +231,7 @@ def _functional(cls: type[_PoolND]):
         backend: str | None = None,
     ):
         args = (mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
-                data_format or dispatch.default_data_format(), return_indices)
+                data_format or config.default_data_format(), return_indices)
         return _cached_layer(cls, args)(x, backend)
 
     pool.__name__ = pool.__qualname__ = f"pool{cls.ndim}d"

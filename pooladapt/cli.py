@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 import pooladapt
-from pooladapt import conformance, dispatch
+from pooladapt import config, conformance, dispatch
 from pooladapt.backends.base import FEATURES, NATIVE
 from pooladapt.conformance import PADDINGS, Case, Result
 from pooladapt.spec import make_spec
@@ -75,6 +75,7 @@ ROWS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "ties": (("ties",), None),
     "indices": (("indices",), "indices"),
     "gradient": (("gradient",), "autograd"),
+    **{f"gradient {d}": ((f"gradient:{d}",), None) for d in conformance.GRADIENT_DTYPES},
     "1-D": (("1d",), None),
     "2-D": (("2d",), None),
     "3-D": (("3d",), None),
@@ -120,11 +121,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     out, _ = _rich()
-    names = [dispatch.normalize_backend_name(args.backend)] if args.backend else list(
+    names = [config.normalize_backend_name(args.backend)] if args.backend else list(
         dispatch.BACKENDS)
     out.print(f"pooladapt {pooladapt.__version__}, Python {platform.python_version()}, "
               f"NumPy {np.__version__}; NumPy input goes to backend "
-              f"[bold]{dispatch.get_backend()}[/] (POOLADAPT_BACKEND / --backend)")
+              f"[bold]{config.get_backend()}[/] (POOLADAPT_BACKEND / --backend)")
     table = Table(title="Backends")
     table.add_column("backend")
     table.add_column("framework")
@@ -220,7 +221,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
     if args.p is not None:
         kwargs["p"] = args.p
     spec = make_spec(args.mode, **kwargs, ndim=2)  # validated before any work
-    backend = args.backend or dispatch.get_backend()
+    backend = args.backend or config.get_backend()
     y = pooladapt.pool2d(x, spec.mode, **kwargs, backend=backend)
     save_image(y, mode, args.out)
     out.print(f"{args.image}: {x.shape[1]}x{x.shape[2]}x{x.shape[3]} -> "
@@ -239,7 +240,7 @@ def fuzz_cases(n: int, seed: int = 0, dtypes: Sequence[str] | None = None,
     Mode, window, stride, dilation, padding form, ceil_mode, count_include_pad, layout, dtype,
     input values, rank and sizes are drawn independently; a draw the spec rejects (e.g. a
     window larger than the padded input) is skipped. With ``gradients`` about a third are
-    float64 gradient cases.
+    gradient cases, in the float dtypes among ``dtypes``.
     """
     rng = np.random.default_rng(seed)
     dtypes = tuple(dtypes or conformance.available_dtypes())
@@ -279,7 +280,7 @@ def _draw_case(rng: np.random.Generator, dtypes, floats, gradients: bool) -> Cas
     args["ceil_mode"] = bool(rng.random() < 0.4)
     fmt = pick(("channels_first", "channels_last"))
     args["data_format"] = fmt
-    gradient = gradients and rng.random() < 1 / 3
+    gradient = gradients and bool(floats) and rng.random() < 1 / 3
     if mode == "avg":
         args["count_include_pad"] = bool(rng.random() < 0.5)
     if mode == "max" and not gradient and rng.random() < 0.5:
@@ -287,7 +288,7 @@ def _draw_case(rng: np.random.Generator, dtypes, floats, gradients: bool) -> Cas
     if mode == "lp":
         args["p"] = pick((1.0, 1.5, 2.0, 3.0))
     if gradient:
-        dtype, values = "float64", pick(("normal", "negative", "ties"))
+        dtype, values = pick(floats), pick(("normal", "negative", "ties"))
     else:
         dtype = pick(dtypes if mode == "max" else floats)
         values = ("int" if dtype in conformance.INT_DTYPES else
@@ -309,7 +310,7 @@ def _draw_case(rng: np.random.Generator, dtypes, floats, gradients: bool) -> Cas
         ("count_include_pad", args.get("count_include_pad", False)),
         ("indices", args.get("return_indices", False)), ("ties", values == "ties"),
         ("nan", values == "nan"), ("edge_values", values == "extremes"),
-        ("gradient", gradient)) if on]
+        ("gradient", gradient), (f"gradient:{dtype}", gradient)) if on]
     return Case("pool", ndim, tuple(args.items()), spatial, dtype, values, batch, gradient,
                 features=tuple(features))
 
@@ -576,6 +577,23 @@ def _print_report(out: Any, report: dict[str, Any], show: int) -> None:
                       f"(all of them in --json; --show N prints more)")
 
 
+def _dtypes(text: str | None) -> tuple[str, ...]:
+    """``--dtypes``: comma-separated names, each known and available here."""
+    available = conformance.available_dtypes()
+    if text is None:
+        return available
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    known = conformance.FLOAT_DTYPES + conformance.INT_DTYPES
+    for name in names:
+        if name not in known:
+            raise ValueError(f"--dtypes: unknown dtype {name!r}; expected some of {known}")
+        if name not in available:
+            raise ValueError(f"--dtypes: {name} arrays need the ml_dtypes package here")
+    if not names:
+        raise ValueError(f"--dtypes: expected some of {known}, got {text!r}")
+    return names
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -586,7 +604,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         targets: list[tuple[str, Any]] = []
         names = []
         for text in [*(args.backends or []), *([args.backend] if args.backend else [])]:
-            names += [dispatch.normalize_backend_name(n) for n in text.split(",") if n.strip()]
+            names += [config.normalize_backend_name(n) for n in text.split(",") if n.strip()]
         if not names and not args.against:
             names = dispatch.available_backends()
         for name in dict.fromkeys(names):
@@ -595,20 +613,23 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 raise ValueError(f"backend {name!r} is {why}")
             targets.append((name, None))
         targets += [(t, load_function(t)) for t in args.against or []]
-        dtypes = conformance.available_dtypes()
+        dtypes = _dtypes(args.dtypes)
         grid = conformance.grid(args.grid, dtypes=dtypes)
         if not args.gradients:
             grid = [c for c in grid if not c.gradient]
         cases = grid + fuzz_cases(args.fuzz, args.seed, dtypes, args.gradients)
         meta = {"grid": args.grid, "fuzz": args.fuzz, "seed": args.seed,
                 "gradients": bool(args.gradients), "cases": len(cases),
+                "dtypes": list(dtypes), "speed_routes": args.speed_routes,
                 "pooladapt": pooladapt.__version__, "python": platform.python_version(),
                 "platform": platform.platform(),
                 "generated": datetime.date.today().isoformat()}
         grid_ids = {c.id for c in conformance.grid("full")}
         with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                       console=err, transient=True) as progress:
-            report = run_conformance(targets, cases, grid_ids, meta, progress)
+            mode, _, only = args.speed_routes.partition(":")
+            with config.speed_routes(mode, only=only.split(",") if only else None):
+                report = run_conformance(targets, cases, grid_ids, meta, progress)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
@@ -670,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--seed", type=int, default=0)
     conf.add_argument("--gradients", action="store_true",
                       help="include gradient cases (backends with autograd)")
+    conf.add_argument("--dtypes", metavar="LIST",
+                      help="comma-separated dtypes of the cases, forward and gradient (e.g. "
+                           "float32,float16,bfloat16); default: every dtype available here")
+    conf.add_argument("--speed-routes", default="auto", metavar="SETTING",
+                      help="auto (default), off, on, or on:ROUTE,ROUTE to force those routes "
+                           "(see pooladapt.speed_routes)")
     conf.add_argument("--against", action="append", metavar="MODULE:FUNCTION",
                       help="check your own pooling function (see --help text above)")
     conf.add_argument("--json", metavar="OUT", help="write the report as JSON")

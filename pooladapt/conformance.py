@@ -10,6 +10,7 @@ backend's autograd with the oracle's vector-Jacobian product.
 from __future__ import annotations
 
 import itertools
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,9 +28,14 @@ from pooladapt.spec import (
 )
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+GRADIENT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 INT_DTYPES = ("int8", "uint8", "int32", "int64")
 
-# (rtol, atol) for results that are not bit-exact.
+# Unit roundoff and smallest normal number of each float dtype.
+EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14, "bfloat16": 2.0**-126}
+
+# (rtol, atol) for forward results that are not bit-exact.
 TOLERANCE = {
     "float64": (1e-9, 1e-12),
     "float32": (2e-5, 2e-6),
@@ -256,12 +262,17 @@ def _family_cases() -> Iterator[Case]:
 
 
 def _gradient_cases() -> Iterator[Case]:
+    """Every float32 pool and family case (unpool has no gradient) as a gradient case in every
+    float dtype: people train in float32, float16 and bfloat16, not only float64."""
     for case in itertools.chain(_pool_cases(), _family_cases()):
         if case.kind == "unpool" or case.dtype != "float32":
             continue
         values = "ties" if case.kwargs.get("mode") == "max" else "normal"
-        yield Case(case.kind, case.ndim, case.args, case.spatial, "float64", values,
-                   gradient=True, features=(*case.features, "gradient"))
+        features = tuple(f for f in case.features if not f.startswith("dtype:"))
+        for dtype in GRADIENT_DTYPES:
+            yield Case(case.kind, case.ndim, case.args, case.spatial, dtype, values,
+                       gradient=True,
+                       features=(*features, f"dtype:{dtype}", "gradient", f"gradient:{dtype}"))
 
 
 def grid(level: str = "full", dtypes: tuple[str, ...] | None = None) -> list[Case]:
@@ -363,8 +374,10 @@ def _exact(case: Case) -> bool:
     return case.kind == "unpool" or mode == "max" or case.dtype in INT_DTYPES
 
 
-def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values"):
-    """(passed, worst error, message) for one output array."""
+def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values",
+            tolerance: np.ndarray | None = None):
+    """(passed, worst error, message) for one output array. ``tolerance``: the allowed
+    ``|got - want|`` per element (gradients: :func:`gradient_tolerance`)."""
     want = np.asarray(want)
     got = np.asarray(got)
     if got.shape != want.shape:
@@ -379,7 +392,7 @@ def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values")
         bad = got != want.astype(got.dtype)
         message = f"{int(bad.sum())} values differ" if bad.any() else ""
         return not bad.any(), float(bad.sum()), message
-    if not case.gradient and str(got.dtype) != case.dtype:
+    if str(got.dtype) != case.dtype:
         return False, np.inf, f"{what}: dtype {got.dtype}, expected {case.dtype}"
     w = want.astype(np.float64)
     if not case.gradient:
@@ -395,18 +408,54 @@ def compare(case: Case, want: np.ndarray, got: np.ndarray, what: str = "values")
             return True, 0.0, ""
         err = float(np.max(np.abs(np.nan_to_num(w[fin][bad] - g[fin][bad]))))  # no inf - inf
         return False, err, f"{what}: {int(bad.sum())} values not bit-exact"
-    rtol, atol = TOLERANCE["float64" if case.gradient else case.dtype]
-    if case.gradient:
-        rtol, atol = 1e-7, 1e-9
     inf_mismatch = np.isinf(w[fin]) != np.isinf(g[fin])
     with np.errstate(invalid="ignore"):
         diff = np.abs(w[fin] - g[fin])
         diff = np.where(np.isinf(w[fin]) & (w[fin] == g[fin]), 0.0, diff)
-    limit = atol + rtol * np.abs(np.where(np.isinf(w[fin]), 0.0, w[fin]))
+    if tolerance is not None:
+        limit = np.broadcast_to(tolerance, w.shape)[fin]
+    else:
+        rtol, atol = TOLERANCE[case.dtype]
+        limit = atol + rtol * np.abs(np.where(np.isinf(w[fin]), 0.0, w[fin]))
     bad = (diff > limit) | inf_mismatch
     err = float(np.max(np.nan_to_num(diff, posinf=np.inf), initial=0.0))
     return not bad.any(), err, (f"{what}: {int(bad.sum())} values off, worst {err:.3g}"
                                 if bad.any() else "")
+
+
+def taps(case: Case, shape: tuple[int, ...]) -> int:
+    """Input cells one output reads at most (the window, the plane, the largest bin)."""
+    kw = case.kwargs
+    if case.kind in ("pool", "unpool"):
+        return math.prod(make_spec(**{"mode": "max", **kw}, ndim=case.ndim).window)
+    if case.kind == "global":
+        return math.prod(case.spatial)
+    return math.prod(make_adaptive_spec(**kw, ndim=case.ndim).plan(shape).max_bin)
+
+
+def cotangent(case: Case, shape: tuple[int, ...], seed: int = 7) -> np.ndarray:
+    """A cotangent of the case's dtype: multiples of 1/4 in [-2, 2], exact in every float
+    dtype, so the oracle and the backend start from the same numbers."""
+    g = np.random.default_rng(seed).integers(-8, 9, size=shape) / 4.0
+    return g.astype(np_dtype(case.dtype))
+
+
+def gradient_tolerance(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The allowed ``|got - exact|`` of each input cell's gradient in the case's dtype.
+
+    A cell's gradient is a sum of up to ``taps`` cotangents times local slopes, each product
+    and each partial sum rounded in the input dtype: the bound scales with the sum of their
+    magnitudes (the vector-Jacobian product of ``|g|``, on ``|x|`` for lp, whose slope has
+    the sign of x), not with the result, which may cancel to 0. A gradient sent to a wrong
+    cell, a wrong divisor or a cotangent lost breaks it: there the magnitude is 0 or the
+    error is a whole term.
+    """
+    mode = case.kwargs.get("mode")
+    xs = np.abs(x.astype(np.float64)) if mode == "lp" else x
+    magnitude = expected_vjp(case, xs, np.abs(g.astype(np.float64)))
+    n = taps(case, x.shape)
+    p = float(case.kwargs.get("p", 2.0)) if mode == "lp" else 1.0
+    return 4 * (n + 2) * max(1.0, p) * EPS[case.dtype] * magnitude + n * TINY[case.dtype]
 
 
 def expected_vjp(case: Case, x: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -454,10 +503,11 @@ def _run_gradient(case: Case, backend: str, x: np.ndarray) -> Result:
                        tuple((k, v) for k, v in case.args if k != "return_indices"),
                        case.spatial, case.dtype, case.values, case.batch)
     fn, pos, kw = _entry(values_only)
-    g = np.random.default_rng(7).standard_normal(np.shape(expected(values_only, x)))
+    g = cotangent(case, np.shape(expected(values_only, x)))
     dx = be.vjp(lambda t: fn(t, *pos, **kw), be.from_numpy(x), be.from_numpy(g))
     want = expected_vjp(case, x, g)
-    ok, err, msg = compare(case, want, be.to_numpy(dx), "gradient")
+    ok, err, msg = compare(case, want, be.to_numpy(dx), "gradient",
+                           gradient_tolerance(case, x, g))
     return Result(case, backend, ok, err, msg)
 
 

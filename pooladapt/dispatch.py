@@ -1,4 +1,4 @@
-"""Backend registry, selection (the config flag) and tensor-type detection.
+"""Backend registry and tensor-type detection (the flag that selects a backend: ``config``).
 
 Frameworks are imported only when asked for by name or when a tensor of theirs is seen;
 detection reads ``type(x).__module__``, so it never imports a framework itself.
@@ -6,15 +6,13 @@ detection reads ``type(x).__module__``, so it never imports a framework itself.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import importlib
-import os
 import sys
-from collections.abc import Iterator
 from types import ModuleType
 
-BACKENDS: dict[str, str] = {
+from pooladapt.config import get_backend, normalize_backend_name
+
+BACKENDS: dict[str, str] = {  # keys: config.BACKEND_NAMES
     "numpy": "pooladapt.backends.numpy",
     "torch": "pooladapt.backends.torch",
     "tensorflow": "pooladapt.backends.tensorflow",
@@ -39,88 +37,11 @@ PIP_EXTRAS: dict[str, str] = {
     "mxnet": "pip install 'pooladapt[mxnet]'  (needs numpy<1.24)",
 }
 
-_ALIASES = {"tf": "tensorflow", "pytorch": "torch", "np": "numpy", "mx": "mxnet", "flax": "jax"}
-
 # Top-level module of a tensor's type -> backend that owns it.
 _TYPE_OWNERS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "jaxlib": "jax",
                 "mxnet": "mxnet"}
 
-_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "pooladapt_backend", default=None)
-_global_backend: str | None = None
-_global_data_format: str | None = None
 _owner_cache: dict[type, str | None] = {}
-
-
-def normalize_backend_name(name: object) -> str:
-    """Canonical backend name; ValueError naming the known ones otherwise."""
-    if not isinstance(name, str):
-        raise TypeError(f"backend must be a string naming one of {sorted(BACKENDS)}, "
-                        f"got {type(name).__name__} {name!r}")
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}")
-    return key
-
-
-def set_backend(name: str | None) -> None:
-    """Select the backend for framework-neutral (NumPy) input process-wide; None clears it."""
-    global _global_backend
-    _global_backend = None if name is None else normalize_backend_name(name)
-
-
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[str]:
-    """Select a backend inside a ``with`` block (per thread and per asyncio task)."""
-    token = _selected.set(normalize_backend_name(name))
-    try:
-        yield _selected.get()  # type: ignore[misc]
-    finally:
-        _selected.reset(token)
-
-
-def get_backend() -> str:
-    """The backend NumPy input goes to here and now.
-
-    Precedence: ``use_backend`` (innermost), ``set_backend``, ``POOLADAPT_BACKEND``, ``numpy``.
-    """
-    name = _selected.get() or _global_backend
-    if name is not None:
-        return name
-    env = os.environ.get("POOLADAPT_BACKEND")
-    if env:
-        try:
-            return normalize_backend_name(env)
-        except ValueError as err:
-            raise ValueError(f"POOLADAPT_BACKEND: {err}") from None
-    return "numpy"
-
-
-def set_data_format(data_format: str | None) -> None:
-    """Set the default data format (``channels_first``/``channels_last``); None clears it."""
-    global _global_data_format
-    if data_format is not None:
-        data_format = _any_rank_format(data_format, "data_format")
-    _global_data_format = data_format
-
-
-def _any_rank_format(value: object, argname: str) -> str:
-    """channels_first/channels_last from an API name or any rank's letters (NCW ... NDHWC)."""
-    from pooladapt.spec import _all_format_names, normalize_data_format
-
-    rank = _all_format_names().get(str(value).strip().lower(), 2)
-    return normalize_data_format(value, rank, argname)
-
-
-def default_data_format() -> str:
-    """``set_data_format``, else ``POOLADAPT_DATA_FORMAT``, else ``channels_last``."""
-    if _global_data_format is not None:
-        return _global_data_format
-    env = os.environ.get("POOLADAPT_DATA_FORMAT")
-    if env:
-        return _any_rank_format(env, "POOLADAPT_DATA_FORMAT")
-    return "channels_last"
 
 
 def owner_of(x: object) -> str | None:

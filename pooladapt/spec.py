@@ -25,35 +25,21 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
 
+from pooladapt import config
+from pooladapt.layouts import SPATIAL_LETTERS, DataFormat, parse_data_format
+
 Mode = Literal["max", "avg", "lp"]
-DataFormat = Literal["channels_first", "channels_last"]
 PaddingRule = Literal["valid", "same_upper", "same_lower"]
 Pads = tuple[tuple[int, int], ...]
 
 MODES: tuple[str, ...] = ("max", "avg", "lp")
 ADAPTIVE_MODES: tuple[str, ...] = ("max", "avg")
-
-_SPATIAL_LETTERS = {1: ("W", "L"), 2: ("HW",), 3: ("DHW",)}
-
-
-def _format_aliases(ndim: int) -> dict[str, str]:
-    aliases = {"channels_first": "channels_first", "channels_last": "channels_last"}
-    for letters in _SPATIAL_LETTERS[ndim]:
-        aliases["nc" + letters.lower()] = "channels_first"
-        aliases["n" + letters.lower() + "c"] = "channels_last"
-    return aliases
-
-
-def _all_format_names() -> dict[str, int]:
-    return {name: n for n in (1, 2, 3) for name in _format_aliases(n) if name.startswith("n")}
-
 
 def normalize_data_format(value: object, ndim: int, argname: str = "data_format") -> DataFormat:
     """Map ``channels_first``/``channels_last`` or layout letters (``NCHW``...) to the API name.
@@ -61,32 +47,8 @@ def normalize_data_format(value: object, ndim: int, argname: str = "data_format"
     ``None`` means the configured default: ``set_data_format``, else ``POOLADAPT_DATA_FORMAT``,
     else ``channels_last``.
     """
-    if value is None:
-        from pooladapt import dispatch
-
-        value = dispatch.default_data_format()
-    if not isinstance(value, str):
-        raise TypeError(
-            f"{argname} must be a string such as 'channels_first' or 'channels_last', "
-            f"got {type(value).__name__} {value!r}"
-        )
-    key = value.strip().lower()
-    aliases = _format_aliases(ndim)
-    if key in aliases:
-        return aliases[key]  # type: ignore[return-value]
-    other = _all_format_names().get(key)
-    if other is not None:
-        raise ValueError(
-            f"{argname} must be one of {sorted(_format_layout_names(ndim))} for {ndim} spatial "
-            f"dim(s), got {value!r}, a {other}-D layout"
-        )
-    raise ValueError(
-        f"unknown {argname}: expected one of {sorted(_format_layout_names(ndim))}, got {value!r}"
-    )
-
-
-def _format_layout_names(ndim: int) -> list[str]:
-    return [k if k.startswith("channels") else k.upper() for k in _format_aliases(ndim)]
+    return parse_data_format(config.default_data_format() if value is None else value, ndim,
+                             argname)
 
 
 def _as_int(value: object, argname: str) -> int:
@@ -202,7 +164,7 @@ class PoolSpec:
 def check_rank(shape: tuple[int, ...], ndim: int, data_format: str) -> None:
     """Raise ValueError unless shape is batch + channels + ``ndim`` spatial dims."""
     if len(shape) != ndim + 2:
-        letters = _SPATIAL_LETTERS[ndim][0]
+        letters = SPATIAL_LETTERS[ndim][0]
         layout = "NC" + letters if data_format == "channels_first" else "N" + letters + "C"
         raise ValueError(
             f"expected a {ndim + 2}-D input ({layout}: batch, channels and {ndim} spatial "
@@ -582,7 +544,3 @@ def make_unpool_spec(
         sizes = _int_tuple(output_size, ndim, "output_size", 1)
     return UnpoolSpec(ndim, sizes, normalize_data_format(data_format, ndim))
 
-
-def env_data_format() -> str | None:
-    """``POOLADAPT_DATA_FORMAT`` if set (validated when used)."""
-    return os.environ.get("POOLADAPT_DATA_FORMAT") or None

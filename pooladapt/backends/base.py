@@ -81,6 +81,10 @@ class Backend:
 
     supports_autograd: bool = False
     known_deviations: dict[str, str] = {}  # conformance feature -> why (strict xfail)
+    speed_routes: tuple[str, ...] = ()
+    """Names of this backend's speed routes: each is asked for with ``config.take_route(name,
+    auto)`` only where it applies, so ``pa.speed_routes("on", only=name)`` forces it there and
+    ``pa.speed_routes("off")`` leaves the plain translation of the plan."""
 
     def vjp(self, fn: Callable[[Any], Any], x: Any, g: Any) -> Any:
         raise NotImplementedError(f"backend {self.name!r} has no autograd")

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from pooladapt import dispatch
+from pooladapt.config import normalize_backend_name
 
 
 def pytest_addoption(parser):
@@ -20,18 +21,38 @@ def pytest_addoption(parser):
 def requested_backends(config) -> list[str]:
     names = config.getoption("--backend") or [
         n for n in os.environ.get("POOLADAPT_TEST_BACKENDS", "numpy").split(",") if n.strip()]
-    return [dispatch.normalize_backend_name(n) for n in names]
+    return [normalize_backend_name(n) for n in names]
+
+
+def route_settings(name: str) -> list[str]:
+    """The speed-route settings a backend's grid runs under besides ``auto``: every route off,
+    and each route forced on alone."""
+    return ["off", *(f"on:{route}" for route in dispatch.load(name).BACKEND.speed_routes)]
 
 
 def pytest_generate_tests(metafunc):
-    if "backend" in metafunc.fixturenames:
-        names = requested_backends(metafunc.config)
-        params = [pytest.param(n, id=n) for n in names]
-        if metafunc.definition.get_closest_marker("autograd"):
-            # gradients are not part of a backend's contract without autograd (NumPy):
-            # such items are deselected, not skipped
-            params = [pytest.param(n, id=n, marks=() if dispatch.load(n).BACKEND.supports_autograd
-                                   else pytest.mark.no_autograd) for n in names]
+    if "backend" not in metafunc.fixturenames:
+        return
+    names = requested_backends(metafunc.config)
+    autograd = metafunc.definition.get_closest_marker("autograd") is not None
+
+    def marks(name: str):
+        # gradients are not part of a backend's contract without autograd (NumPy): such
+        # items are deselected, not skipped
+        if autograd and not dispatch.load(name).BACKEND.supports_autograd:
+            return (pytest.mark.no_autograd,)
+        return ()
+
+    if "route" in metafunc.fixturenames:
+        params = [pytest.param(n, r, id=f"{n}-{r}", marks=marks(n))
+                  for n in names for r in route_settings(n)]
+        metafunc.parametrize(("backend", "route"), params, scope="session")
+    elif "forced_route" in metafunc.fixturenames:
+        params = [pytest.param(n, r, id=f"{n}-{r}", marks=marks(n))
+                  for n in names for r in dispatch.load(n).BACKEND.speed_routes]
+        metafunc.parametrize(("backend", "forced_route"), params, scope="session")
+    else:
+        params = [pytest.param(n, id=n, marks=marks(n)) for n in names]
         metafunc.parametrize("backend", params, scope="session")
 
 

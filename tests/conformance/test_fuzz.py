@@ -29,8 +29,19 @@ from hypothesis import strategies as st
 
 import pooladapt as pa
 from pooladapt import dispatch
-from pooladapt.conformance import INT_DTYPES, Case, actual, expected, expected_vjp, np_dtype
-from pooladapt.spec import make_adaptive_spec, make_spec
+from pooladapt.conformance import (
+    INT_DTYPES,
+    Case,
+    actual,
+    available_dtypes,
+    cotangent,
+    expected,
+    expected_vjp,
+    gradient_tolerance,
+    np_dtype,
+    taps,
+)
+from pooladapt.spec import make_spec
 from pooladapt.strategies import (
     adaptive_cases,
     cases_with_inputs,
@@ -60,16 +71,6 @@ def arr(values: list, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 # ------------------------------------------------------------------ running one example
 
 
-def _taps(case: Case, x: np.ndarray) -> int:
-    """Cells summed into one output at most."""
-    kw = case.kwargs
-    if case.kind == "pool":
-        return math.prod(make_spec(**kw, ndim=case.ndim).window)
-    if case.kind == "global":
-        return math.prod(case.spatial)
-    return math.prod(make_adaptive_spec(**kw, ndim=case.ndim).plan(x.shape).max_bin)
-
-
 def _ulp(w: np.ndarray, dtype: str) -> np.ndarray:
     mantissa, min_exp = _FORMAT[dtype]
     _, e = np.frexp(np.abs(np.where(np.isfinite(w), w, 0.0)))
@@ -79,7 +80,7 @@ def _ulp(w: np.ndarray, dtype: str) -> np.ndarray:
 def _tolerance(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Allowed |got - exact| per output of avg/lp (see the module docstring)."""
     eps = 2.0**-53 if case.dtype == "float64" else 2.0**-24
-    n = _taps(case, x)
+    n = taps(case, x.shape)
     tol = 2 * _ulp(w, case.dtype)
     if case.kwargs["mode"] == "avg":
         with np.errstate(invalid="ignore"):
@@ -158,17 +159,20 @@ def check_unpool_roundtrip(case: Case, x: np.ndarray, backend: str) -> None:
 
 
 def check_gradient(case: Case, x: np.ndarray, backend: str, seed: int = 0) -> None:
-    """Assert that the backend's autograd equals the oracle's vector-Jacobian product."""
+    """Assert that the backend's autograd equals the oracle's vector-Jacobian product, in the
+    case's dtype, within :func:`pooladapt.conformance.gradient_tolerance`."""
     be = dispatch.load(backend).BACKEND
     kw = {k: v for k, v in case.args if k != "return_indices"}
     fn = getattr(pa, _ENTRY[case.kind].format(case.ndim))
     out_shape = np.shape(expected(Case(case.kind, case.ndim, tuple(kw.items()), case.spatial,
                                        case.dtype, batch=case.batch), x))
-    g = np.random.default_rng(seed).integers(-8, 9, size=out_shape) / 4.0
+    g = cotangent(case, out_shape, seed)
     dx = be.to_numpy(be.vjp(lambda t: fn(t, **kw), be.from_numpy(x), be.from_numpy(g)))
     want = expected_vjp(case, x, g)
     assert dx.shape == want.shape, f"gradient shape {dx.shape}, expected {want.shape}"
-    bad = ~(np.abs(dx.astype(np.float64) - want) <= 1e-9 + 1e-7 * np.abs(want))
+    assert str(dx.dtype) == case.dtype, f"gradient dtype {dx.dtype}, expected {case.dtype}"
+    tol = gradient_tolerance(case, x, g)
+    bad = ~(np.abs(dx.astype(np.float64) - want) <= tol)
     assert not bad.any(), f"gradient: {int(bad.sum())} values off: {_where(bad, want, dx)}"
 
 
@@ -258,6 +262,7 @@ def _run(check, case: Case, x: np.ndarray, backend: str, *args, extra: str = "")
 # Outside ``nox -s fuzz`` these tests take a quarter of the profile's examples: JAX compiles
 # every new shape, so the bounded run would otherwise add minutes to a backend's test session.
 FULL = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+FLOATS = tuple(d for d in available_dtypes() if "float" in d)  # gradients in every float dtype
 bounded = settings(max_examples=settings().max_examples if FULL
                    else max(10, settings().max_examples // 4))
 
@@ -296,7 +301,7 @@ def test_unpool_matches_oracle(backend, example, native, own):
 
 @pytest.mark.autograd
 @bounded
-@given(example=cases_with_inputs(pool_cases(dtypes=("float64",), for_gradient=True)),
+@given(example=cases_with_inputs(pool_cases(dtypes=FLOATS, for_gradient=True)),
        seed=seeds())
 def test_pool_gradient_matches_oracle(backend, example, seed):
     case, x = example
@@ -305,8 +310,8 @@ def test_pool_gradient_matches_oracle(backend, example, seed):
 
 @pytest.mark.autograd
 @bounded
-@given(example=cases_with_inputs(global_cases(dtypes=("float64",), for_gradient=True)
-                                 | adaptive_cases(dtypes=("float64",), for_gradient=True)),
+@given(example=cases_with_inputs(global_cases(dtypes=FLOATS, for_gradient=True)
+                                 | adaptive_cases(dtypes=FLOATS, for_gradient=True)),
        seed=seeds())
 def test_family_gradient_matches_oracle(backend, example, seed):
     case, x = example

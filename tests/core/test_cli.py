@@ -141,6 +141,37 @@ def test_gradient_cases_are_not_applicable_without_autograd(capsys, tmp_path):
     assert entry["rows"]["gradient"]["not_applicable"] == n_grad
 
 
+def test_dtypes_choose_the_cases_forward_and_gradient(capsys, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, _ = run(capsys, "conformance", "--backend", "numpy", "--grid", "quick",
+                     "--gradients", "--dtypes", "float16,int8", "--fuzz", "30",
+                     "--json", str(report))
+    assert code == 0
+    entry = json.loads(report.read_text())["backends"]["numpy"]
+    rows = entry["rows"]
+    assert entry["dtypes"] == ["float16", "int8"]
+    assert rows["float16"]["passed"] > 0 and rows["integers"]["passed"] > 0
+    assert not any(rows[r]["passed"] + rows[r]["not_applicable"]
+                   for r in ("float32", "float64", "bfloat16", "gradient float32"))
+    n_grad = sum(c.gradient for c in conformance.grid("quick", dtypes=("float16",)))
+    assert rows["gradient float16"]["not_applicable"] >= n_grad > 0  # grid and random
+
+
+def test_random_gradient_cases_come_in_every_float_dtype():
+    cases = [c for c in cli.fuzz_cases(300, seed=2, gradients=True) if c.gradient]
+    assert {c.dtype for c in cases} == set(conformance.available_dtypes()) & {
+        "float16", "bfloat16", "float32", "float64"}
+    assert all(f"gradient:{c.dtype}" in c.features for c in cases)
+
+
+def test_speed_routes_setting_is_recorded(capsys, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, _ = run(capsys, "conformance", "--backend", "numpy", "--grid", "quick",
+                     "--speed-routes", "off", "--json", str(report))
+    assert code == 0
+    assert json.loads(report.read_text())["backends"]["numpy"]["speed_routes"] == "off"
+
+
 def test_fuzz_cases_are_valid_varied_and_reproducible():
     cases = cli.fuzz_cases(60, seed=3)
     assert len(cases) == 60
@@ -229,6 +260,8 @@ def test_merge_puts_reports_side_by_side(capsys, tmp_path):
     (["conformance", "--backends", "nosuch"], "unknown backend"),
     (["conformance", "--against", "no_colon_here"], "module:function"),
     (["conformance", "--against", "json:no_such_function"], "no function"),
+    (["conformance", "--backend", "numpy", "--dtypes", "float8"], "unknown dtype 'float8'"),
+    (["conformance", "--backend", "numpy", "--speed-routes", "fast"], "mode must be one of"),
 ])
 def test_conformance_bad_arguments(capsys, argv, message):
     code, _, err = run(capsys, *argv)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pooladapt import dispatch
+from pooladapt import config, dispatch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -25,7 +25,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def _backends() -> list[str]:
     env = os.environ.get("POOLADAPT_TEST_BACKENDS")
     if env:
-        return [dispatch.normalize_backend_name(n) for n in env.split(",") if n.strip()]
+        return [config.normalize_backend_name(n) for n in env.split(",") if n.strip()]
     return dispatch.available_backends()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pooladapt as pa
-from pooladapt import dispatch
+from pooladapt import config
 from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec, make_unpool_spec
 
 X = np.arange(2 * 6 * 6 * 3, dtype=np.float64).reshape(2, 6, 6, 3) % 7  # NHWC
@@ -186,7 +186,7 @@ def test_strings_in_another_case_elsewhere(monkeypatch):
 ])
 def test_default_data_format_takes_any_ranks_letters(monkeypatch, name, want):
     pa.set_data_format(name)
-    assert dispatch.default_data_format() == want
+    assert config.default_data_format() == want
     assert make_spec("max", 2, ndim=1).data_format == want
     pa.set_data_format(None)
     monkeypatch.setenv("POOLADAPT_DATA_FORMAT", name)

@@ -1,0 +1,185 @@
+"""The speed-route switch and the import structure of the configuration."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pooladapt as pa
+from pooladapt import config
+from pooladapt.conformance import Case, compare, cotangent, expected_vjp, gradient_tolerance
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv("POOLADAPT_SPEED_ROUTES", raising=False)
+    pa.set_speed_routes(None)
+    yield
+    pa.set_speed_routes(None)
+
+
+def test_routes_default_to_auto_and_follow_precedence(monkeypatch):
+    assert str(pa.get_speed_routes()) == "auto"
+    assert config.take_route("r", True) and not config.take_route("r", False)
+    monkeypatch.setenv("POOLADAPT_SPEED_ROUTES", "on:a,b")
+    assert str(pa.get_speed_routes()) == "on:a,b"
+    assert config.take_route("a", False) and not config.take_route("c", True)
+    pa.set_speed_routes("off")
+    assert not config.take_route("a", True)
+    with pa.speed_routes("on"):
+        assert config.take_route("anything", False)
+        with pa.speed_routes("auto"):
+            assert not config.take_route("anything", False)
+        assert config.take_route("anything", False)
+    assert str(pa.get_speed_routes()) == "off"
+
+
+def test_a_block_is_per_thread():
+    seen = []
+    with pa.speed_routes("off"):
+        worker = threading.Thread(target=lambda: seen.append(str(pa.get_speed_routes())))
+        worker.start()
+        worker.join()
+    assert seen == ["auto"]
+
+
+def test_forcing_records_the_route_taken():
+    config.routes_taken.discard("some.route")
+    with pa.speed_routes("on", only=["some.route"]):
+        assert config.take_route("some.route", False)
+        assert not config.take_route("other.route", True)
+    assert "some.route" in config.routes_taken and "other.route" not in config.routes_taken
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (("fast",), ValueError, "mode must be one of"),
+    (("off", "a"), ValueError, "needs mode 'on'"),
+    (("on", [1]), TypeError, "route name"),
+    (("on", []), TypeError, "route name"),
+])
+def test_bad_settings_are_rejected(bad, error, match):
+    with pytest.raises(error, match=match), pa.speed_routes(*bad):
+        pass
+
+
+def test_a_bad_environment_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("POOLADAPT_SPEED_ROUTES", "sometimes")
+    with pytest.raises(ValueError, match="POOLADAPT_SPEED_ROUTES"):
+        pa.get_speed_routes()
+
+
+@pytest.mark.parametrize("setting", ["auto", "off", "on"])
+def test_every_setting_gives_the_same_numbers_on_numpy(setting):
+    x = np.random.default_rng(0).standard_normal((2, 9, 8, 3)).astype(np.float32)
+    want = pa.pool2d(x, "max", 3, 2, "same")
+    with pa.speed_routes(setting):
+        assert np.array_equal(pa.pool2d(x, "max", 3, 2, "same"), want)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the pooladapt modules it imports anywhere in its source (function bodies
+    included: a deferred import still ties two modules together)."""
+    root = Path(pa.__file__).parent
+    names = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+             for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pooladapt"):
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names
+                deps.update(subs or {node.module})
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("pooladapt"))
+        graph[module.removesuffix(".__init__")] = deps
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _import_graph()
+    assert {"pooladapt.config", "pooladapt.layouts"} <= graph["pooladapt.spec"]
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module in done:
+            return
+        for dep in graph.get(module, ()):
+            visit(dep, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+
+
+# ------------------------------------------------------- the gradient tolerance of every dtype
+
+# avg 3x3 stride 1 over a 1x1x4x4 float16 input: the centre cells are read by 9 windows
+_AVG = Case("pool", 2, (("mode", "avg"), ("window", 3), ("stride", 1), ("padding", 1),
+                        ("data_format", "channels_first")), (4, 4), "float16", batch=(1, 1),
+            gradient=True)
+_MAX = Case("pool", 2, (("mode", "max"), ("window", 2), ("stride", 1),
+                        ("data_format", "channels_first")), (3, 3), "float16", batch=(1, 1),
+            gradient=True)
+
+
+def _avg_input():
+    x = np.arange(16, dtype=np.float16).reshape(1, 1, 4, 4) / 8
+    return x, cotangent(_AVG, (1, 1, 4, 4))
+
+
+def test_a_float16_accumulation_passes():
+    x, g = _avg_input()
+    want = expected_vjp(_AVG, x, g)
+    # each window's share g / 9 rounded to float16, summed in float16: a real backend's error
+    got = np.zeros((4, 4), np.float16)
+    for i in range(4):
+        for j in range(4):
+            rows, cols = range(max(0, i - 1), min(4, i + 2)), range(max(0, j - 1), min(4, j + 2))
+            share = np.float16(g[0, 0, i, j] / np.float16(len(rows) * len(cols)))
+            for a in rows:
+                for b in cols:
+                    got[a, b] = np.float16(got[a, b] + share)
+    ok, _, msg = compare(_AVG, want, got.reshape(1, 1, 4, 4), "gradient",
+                         gradient_tolerance(_AVG, x, g))
+    assert ok, msg
+
+
+def test_a_wrong_divisor_fails_in_float16():
+    x, g = _avg_input()
+    want = expected_vjp(_AVG, x, g)
+    cip = Case(_AVG.kind, 2, (*_AVG.args, ("count_include_pad", True)), (4, 4), "float16",
+               batch=(1, 1), gradient=True)  # divides the border windows by 9, not 4 or 6
+    got = expected_vjp(cip, x, g).astype(np.float16)
+    ok, _, _ = compare(_AVG, want, got, "gradient", gradient_tolerance(_AVG, x, g))
+    assert not ok
+
+
+def test_a_gradient_sent_to_the_wrong_tie_fails_in_float16():
+    x = np.ones((1, 1, 3, 3), np.float16)  # every window a tie: the first cell wins
+    g = cotangent(_MAX, (1, 1, 2, 2), seed=1)
+    g[g == 0] = 1
+    want = expected_vjp(_MAX, x, g)
+    got = np.zeros_like(want)
+    got[0, 0, :2, :2] = g[0, 0]  # first cell of each window: right
+    ok, _, msg = compare(_MAX, want, got.astype(np.float16), "gradient",
+                         gradient_tolerance(_MAX, x, g))
+    assert ok, msg
+    got = np.zeros_like(want)
+    got[0, 0, 1:, 1:] = g[0, 0]  # last cell of each window: wrong
+    ok, _, _ = compare(_MAX, want, got.astype(np.float16), "gradient",
+                       gradient_tolerance(_MAX, x, g))
+    assert not ok
+
+
+def test_a_gradient_of_another_dtype_fails():
+    x, g = _avg_input()
+    want = expected_vjp(_AVG, x, g)
+    ok, _, msg = compare(_AVG, want, want.astype(np.float32), "gradient",
+                         gradient_tolerance(_AVG, x, g))
+    assert not ok and "dtype" in msg
