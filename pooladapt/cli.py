@@ -69,7 +69,7 @@ ROWS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "bfloat16": (("dtype:bfloat16",), "bfloat16"),
     "float32": (("dtype:float32",), None),
     "float64": (("dtype:float64",), None),
-    "integers": (("dtype:int8", "dtype:uint8", "dtype:int32", "dtype:int64"), "integers"),
+    "integers": (tuple(f"dtype:{d}" for d in conformance.INT_DTYPES), "integers"),
     "NaN": (("nan",), "nan"),
     "inf, -0.0, subnormals": (("edge_values",), None),
     "ties": (("ties",), None),

@@ -29,7 +29,7 @@ from pooladapt.spec import (
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 GRADIENT_DTYPES = ("float64", "float32", "float16", "bfloat16")
-INT_DTYPES = ("int8", "uint8", "int32", "int64")
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 # Unit roundoff and smallest normal number of each float dtype.
 EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}

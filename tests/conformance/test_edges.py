@@ -17,11 +17,11 @@ import pytest
 
 import pooladapt as pa
 from pooladapt import dispatch, oracle
-from pooladapt.conformance import available_dtypes, np_dtype
+from pooladapt.conformance import INT_DTYPES, available_dtypes, np_dtype
 from pooladapt.spec import make_adaptive_spec, make_spec
 
 FLOATS = [d for d in available_dtypes() if d.startswith(("float", "bfloat"))]
-INTS = ["int8", "uint8", "int32", "int64"]
+INTS = list(INT_DTYPES)  # int8 to uint64
 # the smallest positive subnormal of each float dtype
 TINY = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149, "float64": 2.0**-1074}
 
@@ -259,24 +259,60 @@ def _extremes(dtype: str) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
+def call_on(backend: str, path: str, fn: str, x: np.ndarray, *args, **kw):
+    """``pa.<fn>`` on the backend's own tensors (``native``) or on NumPy arrays with
+    ``backend=`` (``numpy``); NumPy result(s)."""
+    if path == "native":
+        return call(backend, fn, x, *args, **kw)
+    out = getattr(pa, fn)(x, *args, backend=backend, **kw)
+    assert isinstance(out[0] if isinstance(out, tuple) else out, np.ndarray)
+    return out
+
+
+def native_dtype_or_type_error(backend: str, x: np.ndarray) -> bool:
+    """True if the framework has tensors of x's dtype; else its conversion must raise the
+    documented TypeError naming the dtype (MXNet has no int16 arrays, say)."""
+    try:
+        dispatch.load(backend).BACKEND.from_numpy(x)
+    except TypeError as err:
+        assert str(x.dtype) in str(err), err
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", ["native", "numpy"])
 @pytest.mark.parametrize("dtype", INTS)
-def test_integer_extremes_are_exact(backend, deviation, dtype):
+def test_integer_extremes_are_exact(backend, deviation, dtype, path):
     deviation(backend, f"dtype:{dtype}")
     lo, hi = _extremes(dtype)
     x = ncw([lo, hi, lo, lo, hi - 1, hi, lo + 1, lo], dtype)
-    y, idx = call(backend, "pool1d", x, "max", 2, data_format="NCW", return_indices=True)
+    if path == "native" and not native_dtype_or_type_error(backend, x):
+        return
+    x.flags.writeable = False  # read-only input (a frozen NumPy buffer) is fine too
+    y, idx = call_on(backend, path, "pool1d", x, "max", 2, data_format="NCW",
+                     return_indices=True)
     assert_values(y, [[[hi, lo, hi, lo + 1]]], dtype)
     assert_indices(idx, [[[1, 2, 5, 6]]])
-    assert_values(call(backend, "global_pool1d", x, "max", data_format="NCW"), [[hi]], dtype)
-    y, idx = call(backend, "adaptive_pool1d", x, "max", 3, data_format="NCW",
-                  return_indices=True)  # bins [0,3) [2,6) [5,8)
+    assert_values(call_on(backend, path, "pool1d", x, "max", 3, 2, "same", data_format="NCW"),
+                  [[[hi, hi - 1, hi, lo + 1]]], dtype)
+    assert_values(call_on(backend, path, "global_pool1d", x, "max", data_format="NCW"), [[hi]],
+                  dtype)
+    y, idx = call_on(backend, path, "adaptive_pool1d", x, "max", 3, data_format="NCW",
+                     return_indices=True)  # bins [0,3) [2,6) [5,8)
     assert_values(y, [[[hi, hi, hi]]], dtype)
     assert_indices(idx, [[[1, 5, 5]]])
+    assert_values(call_on(backend, path, "max_unpool1d", y, idx, 8, data_format="NCW"),
+                  [[[0, hi, 0, 0, 0, hi, 0, 0]]], dtype)
     # padding acts as the dtype minimum and still never wins a tie with a real minimum
     m = ncw([lo, lo, lo], dtype)
-    y, idx = call(backend, "pool1d", m, "max", 3, 1, 1, data_format="NCW", return_indices=True)
+    y, idx = call_on(backend, path, "pool1d", m, "max", 3, 1, 1, data_format="NCW",
+                     return_indices=True)
     assert_values(y, [[[lo, lo, lo]]], dtype)
     assert_indices(idx, [[[0, 0, 1]]])
+    for fn, args in (("pool1d", ("avg", 2)), ("pool1d", ("lp", 2)),
+                     ("global_pool1d", ("avg",)), ("adaptive_pool1d", ("avg", 3))):
+        with pytest.raises(TypeError, match=f"{dtype}.*cast"):
+            call_on(backend, path, fn, x, *args, data_format="NCW")
 
 
 def test_int64_beyond_float64_precision(backend, deviation):
@@ -293,7 +329,7 @@ def test_int64_beyond_float64_precision(backend, deviation):
 
 
 @pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
-def test_avg_and_lp_refuse_integers_and_bools(backend, dtype):
+def test_avg_and_lp_refuse_integers_and_bools(backend, dtype):  # on the framework's tensors
     be = dispatch.load(backend).BACKEND
     x = be.from_numpy(np.ones((1, 1, 4), dtype=dtype))
     for mode in ("avg", "lp"):
