@@ -18,6 +18,15 @@ nox.options.default_venv_backend = "virtualenv"
 
 BACKENDS = ["numpy", "torch", "tensorflow", "jax", "mxnet"]
 
+# The suite again with each framework's accelerated CPU kernels off, as on a CPU where they do
+# not load (TensorFlow's oneDNN needs AVX-512 on AMD; MXNet's wheels carry MKLDNN): session
+# id -> (backend, environment).
+KERNELS_OFF = {
+    "tensorflow-onednn-off": ("tensorflow", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "mxnet-mkldnn-off": ("mxnet", {"MXNET_MKLDNN_ENABLED": "0"}),
+}
+TEST_SESSIONS = {**{b: (b, {}) for b in BACKENDS}, **KERNELS_OFF}
+
 
 def _install(session: nox.Session, backend: str) -> None:
     session.install("-r", f"backends/{backend}.txt", "-r", "backends/test.txt")
@@ -27,7 +36,8 @@ def _install(session: nox.Session, backend: str) -> None:
 def _backend_python(session: nox.Session, backend: str) -> str | None:
     """The Python of the environment ``tests(<backend>)`` installed, or None with a warning."""
     pythons = [os.path.join(".nox", name, "bin", "python")
-               for name in (f"tests-{backend}", f"tests-backend-{backend}")]
+               for name in (f"tests-{backend}", f"tests-variant-{backend}",
+                            f"tests-backend-{backend}")]
     python = next((p for p in pythons if os.path.exists(p)), None)
     if python is None:
         session.warn(f"{backend}: no environment; run nox -s 'tests({backend})' first")
@@ -42,16 +52,18 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
-def tests(session: nox.Session, backend: str) -> None:
-    """The test suite on one backend: its conformance run plus its own framework tests."""
+@nox.parametrize("variant", list(TEST_SESSIONS), ids=list(TEST_SESSIONS))
+def tests(session: nox.Session, variant: str) -> None:
+    """The test suite on one backend: its conformance run plus its own framework tests
+    (``tensorflow-onednn-off`` and ``mxnet-mkldnn-off``: the same with those kernels off)."""
+    backend, env = TEST_SESSIONS[variant]
     _install(session, backend)
     paths = ["tests/conformance", f"tests/{backend}"]
-    if backend == "numpy":
+    if variant == "numpy":
         paths.insert(0, "tests/core")
     paths = [p for p in paths if os.path.isdir(p)]
     session.run("pytest", *paths, *session.posargs,
-                env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci"})
+                env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci", **env})
 
 
 @nox.session
