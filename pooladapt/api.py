@@ -261,7 +261,11 @@ def run_global(x: Any, spec: GlobalSpec, backend: str | None = None):
 def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None):
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
-    out = _finish(be, be.adaptive_pool(xt, plan), native)
+    if plan.uniform:  # every bin a regular window: the plain pool, native on every backend
+        out = be.pool(xt, spec.uniform_pool_spec(plan).plan(tuple(xt.shape)))
+    else:
+        out = be.adaptive_pool(xt, plan)
+    out = _finish(be, out, native)
     if spec.return_indices:
         _remember_plane(out[1], plan.in_size)
     return out

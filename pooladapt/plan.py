@@ -1,0 +1,241 @@
+"""Pooling plans: a spec resolved against one input's spatial size. The geometry lives here.
+
+A *plan* holds everything a backend needs, explicit: ``(low, high)`` pads per dim (explicit or
+from ``same``), the extra high-side cells that ceil mode adds, the output size, the average
+divisors and the windows made only of padding. Backends, the oracle and the output-shape
+function all read the same plan; no backend re-derives a padding rule. Plans are cached by
+``(spec, spatial size)`` and hashable, so under a compiler they are trace-time constants.
+
+The rules, in one place:
+
+* ``same`` / ``same_upper`` / ``same_lower`` (ONNX ``auto_pad``): output = ceil(in / stride);
+  total padding = max((out - 1) * stride + extent - in, 0) where extent = dilation*(window-1)+1;
+  the odd cell goes to the end (``upper``) or to the start (``lower``): :func:`same_pads`.
+* output size: floor((in + low + high - extent) / stride) + 1; with ``ceil_mode`` ceil instead
+  of floor, then a last window that would start in the high-side padding (start >= in + low)
+  is dropped (the ONNX/PyTorch rule): :func:`output_size`. Cells that ceil mode reaches past
+  the padded input are *extra* cells: they never win a max and no divisor counts them.
+* average divisor: with ``count_include_pad`` the window cells inside the padded input,
+  otherwise the window cells inside the unpadded input. Always separable per dimension.
+* padded cells never win a max (they act as -inf, or the dtype minimum for integers); they
+  add 0 to sums (avg and lp).
+* adaptive bins (PyTorch's): bin i spans floor(i*in/out) to ceil((i+1)*in/out).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # types only: spec imports this module
+    from pooladapt.spec import AdaptiveSpec, PoolSpec
+
+Pads = tuple[tuple[int, int], ...]
+
+
+def check_spatial(spatial: tuple[int, ...]) -> None:
+    """Raise ValueError for an empty spatial dim (an empty batch or channel dim is fine)."""
+    if any(n < 1 for n in spatial):
+        raise ValueError(f"pooling needs a non-empty spatial input, got spatial size "
+                         f"{tuple(spatial)!r}")
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """A spec resolved against one spatial input size. Everything a backend needs, explicit.
+
+    ``pads`` are the real padding (explicit or from ``same``); ``ceil_extra`` are cells past the
+    padded input that ceil mode reaches (never counted, never a max). Running a VALID pool on
+    the input padded by :attr:`total_pads` gives exactly ``out_size`` windows.
+    """
+
+    spec: PoolSpec
+    in_size: tuple[int, ...]
+    pads: Pads
+    ceil_extra: tuple[int, ...]
+    out_size: tuple[int, ...]
+    counts: tuple[tuple[int, ...], ...] = field(repr=False)
+    real_counts: tuple[tuple[int, ...], ...] = field(repr=False)
+
+    @property
+    def total_pads(self) -> Pads:
+        """Pads to apply before a VALID pool: ``(low, high + ceil_extra)`` per dim."""
+        return tuple((lo, hi + e) for (lo, hi), e in zip(self.pads, self.ceil_extra))
+
+    @property
+    def has_padding(self) -> bool:
+        return any(lo or hi for lo, hi in self.total_pads)
+
+    @property
+    def symmetric_pads(self) -> bool:
+        """True when the real pads are equal on both sides of every dim."""
+        return all(lo == hi for lo, hi in self.pads)
+
+    @property
+    def window_size(self) -> int:
+        return math.prod(self.spec.window)
+
+    @cached_property
+    def uniform_divisor(self) -> int | None:
+        """The avg divisor if every window has the same one, else None."""
+        if all(len(set(dim)) == 1 for dim in self.counts):
+            return math.prod(dim[0] for dim in self.counts)
+        return None
+
+    @cached_property
+    def divisor_map(self) -> np.ndarray:
+        """Float64 array of shape ``out_size``: the avg divisor of every output cell."""
+        out = np.ones((), dtype=np.float64)
+        for dim_counts in self.counts:
+            out = np.multiply.outer(out, np.asarray(dim_counts, dtype=np.float64))
+        return out
+
+    @property
+    def all_padding_windows(self) -> bool:
+        """True when some window holds no cell of the unpadded input (possible with dilation)."""
+        return any(0 in dim for dim in self.real_counts)
+
+    @cached_property
+    def empty_windows(self) -> np.ndarray:
+        """Bool array of shape ``out_size``: True where the window holds no cell of the
+        unpadded input. Such a window is -inf (max, no index), 0 (lp) or NaN (avg without
+        padding: 0 / 0), and passes no gradient."""
+        out = np.zeros((), dtype=bool)
+        for dim_counts in self.real_counts:
+            out = np.logical_or.outer(out, np.asarray(dim_counts) == 0)
+        return out
+
+    def window_starts(self, dim: int) -> range:
+        """Input coordinate of the first tap of every window along ``dim`` (may be negative)."""
+        lo = self.pads[dim][0]
+        s = self.spec.stride[dim]
+        return range(-lo, -lo + s * self.out_size[dim], s)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = list(in_shape)
+        for axis, size in zip(self.spec.spatial_axes, self.out_size):
+            shape[axis] = size
+        return tuple(shape)
+
+
+def same_pads(in_size: int, k_extent: int, stride: int, lower: bool) -> tuple[int, int]:
+    """The ``same`` rule: pad so that ``ceil(in_size / stride)`` windows fit; the odd cell goes
+    to the high side (``same_upper``, TF/Keras) or the low side (``lower``, ONNX SAME_LOWER)."""
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + k_extent - in_size, 0)
+    small, big = total // 2, total - total // 2
+    return (big, small) if lower else (small, big)
+
+
+def output_size(in_size: int, lo: int, hi: int, extent: int, stride: int, ceil: bool) -> int:
+    """Windows along one dim: floor (or ceil, dropping a last window that would start in the
+    high-side padding) of ``(in + lo + hi - extent) / stride``, plus one."""
+    span = in_size + lo + hi - extent
+    if span < 0:
+        return 0
+    if not ceil:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= in_size + lo:
+        out -= 1
+    return out
+
+
+def _window_counts(spec: PoolSpec, in_size, pads, out_size, real_only: bool):
+    counts = []
+    for d in range(spec.ndim):
+        lo, hi = pads[d]
+        first, last = (0, in_size[d]) if real_only else (-lo, in_size[d] + hi)
+        k, dil, s = spec.window[d], spec.dilation[d], spec.stride[d]
+        dim_counts = []
+        for o in range(out_size[d]):
+            start = o * s - lo
+            dim_counts.append(sum(1 for t in range(k) if first <= start + t * dil < last))
+        counts.append(tuple(dim_counts))
+    return tuple(counts)
+
+
+@lru_cache(maxsize=1024)
+def resolve_plan(spec: PoolSpec, in_size: tuple[int, ...]) -> PoolPlan:
+    """Resolve padding, ceil mode, output size and avg divisors for one spatial size."""
+    pads: list[tuple[int, int]] = []
+    extras, outs = [], []
+    check_spatial(in_size)
+    for d in range(spec.ndim):
+        n, k_ext, s = in_size[d], spec.extent[d], spec.stride[d]
+        if isinstance(spec.padding, str):
+            lo, hi = (0, 0) if spec.padding == "valid" else same_pads(
+                n, k_ext, s, spec.padding == "same_lower")
+        else:
+            lo, hi = spec.padding[d]
+        if k_ext > n + lo + hi:
+            raise ValueError(
+                f"window {spec.window!r} (dilation {spec.dilation!r}, extent {spec.extent!r}) is "
+                f"larger than the padded input: spatial size {in_size!r} with padding "
+                f"{spec.padding!r} gives {n + lo + hi} in dim {d}"
+            )
+        out = output_size(n, lo, hi, k_ext, s, spec.ceil_mode)
+        pads.append((lo, hi))
+        outs.append(out)
+        extras.append(max((out - 1) * s + k_ext - (n + lo + hi), 0))
+    real = _window_counts(spec, in_size, pads, outs, real_only=True)
+    counts = _window_counts(spec, in_size, pads, outs, real_only=False) if (
+        spec.count_include_pad) else real
+    return PoolPlan(spec, tuple(in_size), tuple(pads), tuple(extras), tuple(outs), counts, real)
+
+
+
+@dataclass(frozen=True)
+class AdaptivePlan:
+    """Bins per spatial dim: ``starts[d][i]`` to ``ends[d][i]`` (exclusive)."""
+
+    spec: AdaptiveSpec
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+    starts: tuple[tuple[int, ...], ...]
+    ends: tuple[tuple[int, ...], ...]
+
+    @property
+    def uniform(self) -> bool:
+        """True when every bin is a regular window (in % out == 0): a plain pool does it."""
+        return all(i % o == 0 for i, o in zip(self.in_size, self.out_size))
+
+    def as_pool_spec(self) -> PoolSpec:
+        """The equivalent regular pooling spec when :attr:`uniform` holds."""
+        return self.spec.uniform_pool_spec(self)
+
+    @cached_property
+    def max_bin(self) -> tuple[int, ...]:
+        return tuple(max(e - s for s, e in zip(st, en)) for st, en in zip(self.starts, self.ends))
+
+    def gather(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(index, valid)`` arrays of shape (out, max_bin) for a gather-and-reduce along dim.
+
+        Invalid slots repeat the bin's first index (harmless for max) and are False in valid.
+        """
+        st, en, width = self.starts[dim], self.ends[dim], self.max_bin[dim]
+        offs = np.arange(width)
+        idx = np.asarray(st)[:, None] + offs[None, :]
+        valid = idx < np.asarray(en)[:, None]
+        idx = np.where(valid, idx, np.asarray(st)[:, None])
+        return idx.astype(np.int64), valid
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = list(in_shape)
+        for axis, size in zip(self.spec.spatial_axes, self.out_size):
+            shape[axis] = size
+        return tuple(shape)
+
+
+@lru_cache(maxsize=1024)
+def resolve_adaptive(spec: AdaptiveSpec, in_size: tuple[int, ...]) -> AdaptivePlan:
+    out = tuple(i if o is None else o for i, o in zip(in_size, spec.output_size))
+    if any(i < 1 for i in in_size):
+        raise ValueError(f"adaptive pooling needs a non-empty spatial input, got {in_size!r}")
+    starts = tuple(tuple((j * i) // o for j in range(o)) for i, o in zip(in_size, out))
+    ends = tuple(tuple(-(-((j + 1) * i) // o) for j in range(o)) for i, o in zip(in_size, out))
+    return AdaptivePlan(spec, tuple(in_size), out, starts, ends)
