@@ -27,15 +27,11 @@ The rich and Pillow dependencies come with ``pip install 'pooladapt[cli]'``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
-import importlib
-import importlib.util
 import json
-import math
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,48 +40,7 @@ import numpy as np
 import pooladapt
 from pooladapt import config, conformance, dispatch
 from pooladapt.backends.base import FEATURES, NATIVE
-from pooladapt.conformance import PADDINGS, Case, Result
 from pooladapt.spec import make_spec
-
-# ---------------------------------------------------------------------------- the matrix rows
-
-# Matrix row -> (conformance feature tags it gathers, capability of base.FEATURES or None).
-ROWS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "max": (("mode:max",), "max"),
-    "avg": (("mode:avg",), "avg"),
-    "lp": (("mode:lp",), "lp"),
-    "padding valid": (("padding:valid",), None),
-    "padding same": (("padding:same",), "same"),
-    "padding same_lower": (("padding:same_lower",), "same"),
-    "padding symmetric": (("padding:int", "padding:per_dim"), "symmetric_padding"),
-    "padding (low, high)": (("padding:pairs",), "asymmetric_padding"),
-    "ceil_mode": (("ceil_mode",), "ceil_mode"),
-    "dilation": (("dilation",), "dilation"),
-    "count_include_pad": (("count_include_pad",), "count_include_pad"),
-    "all-padding windows": (("all_padding", "window=padded_input"), None),
-    "channels_first": (("layout:channels_first",), "channels_first"),
-    "channels_last": (("layout:channels_last",), "channels_last"),
-    "float16": (("dtype:float16",), "float16"),
-    "bfloat16": (("dtype:bfloat16",), "bfloat16"),
-    "float32": (("dtype:float32",), None),
-    "float64": (("dtype:float64",), None),
-    "integers": (tuple(f"dtype:{d}" for d in conformance.INT_DTYPES), "integers"),
-    "NaN": (("nan",), "nan"),
-    "inf, -0.0, subnormals": (("edge_values",), None),
-    "ties": (("ties",), None),
-    "indices": (("indices",), "indices"),
-    "gradient": (("gradient",), "autograd"),
-    **{f"gradient {d}": ((f"gradient:{d}",), None) for d in conformance.GRADIENT_DTYPES},
-    "1-D": (("1d",), None),
-    "2-D": (("2d",), None),
-    "3-D": (("3d",), None),
-    "global": (("global",), "global"),
-    "adaptive": (("adaptive",), "adaptive"),
-    "unpool": (("unpool",), "unpool"),
-    "random cases (--fuzz)": (("fuzz",), None),
-}
-
-PASS, FAIL, KNOWN, NOT_APPLICABLE = "pass", "fail", "known", "n/a"
 
 
 def _rich():
@@ -230,333 +185,14 @@ def cmd_pool(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- random cases
-
-
-def fuzz_cases(n: int, seed: int = 0, dtypes: Sequence[str] | None = None,
-               gradients: bool = False) -> list[Case]:
-    """``n`` random pooling cases drawn from ``seed`` (NumPy's Generator), each valid.
-
-    Mode, window, stride, dilation, padding form, ceil_mode, count_include_pad, layout, dtype,
-    input values, rank and sizes are drawn independently; a draw the spec rejects (e.g. a
-    window larger than the padded input) is skipped. With ``gradients`` about a third are
-    gradient cases, in the float dtypes among ``dtypes``.
-    """
-    rng = np.random.default_rng(seed)
-    dtypes = tuple(dtypes or conformance.available_dtypes())
-    floats = [d for d in dtypes if d in conformance.FLOAT_DTYPES]
-    cases: list[Case] = []
-    for _ in range(50 * n + 100):
-        if len(cases) >= n:
-            break
-        case = _draw_case(rng, dtypes, floats, gradients)
-        if case is not None:
-            cases.append(case)
-    return cases
-
-
-def _draw_case(rng: np.random.Generator, dtypes, floats, gradients: bool) -> Case | None:
-    def pick(options):
-        return options[int(rng.integers(len(options)))]
-
-    ndim = int(rng.integers(1, 4))
-    mode = pick(("max", "avg", "lp"))
-    window = tuple(int(k) for k in rng.integers(1, 5 if ndim < 3 else 4, size=ndim))
-    args: dict[str, Any] = dict(mode=mode, window=window)
-    if rng.random() < 0.7:
-        args["stride"] = tuple(int(s) for s in rng.integers(1, 4, size=ndim))
-    if rng.random() < 0.35:
-        args["dilation"] = tuple(int(d) for d in rng.integers(1, 3, size=ndim))
-    pad_name = pick(tuple(PADDINGS))
-    if pad_name in ("valid", "same", "same_lower"):
-        args["padding"] = pad_name
-    elif pad_name == "int":
-        args["padding"] = int(rng.integers(0, min(window)))
-    elif pad_name == "per_dim":
-        args["padding"] = tuple(int(rng.integers(0, k)) for k in window)
-    else:
-        args["padding"] = tuple((int(rng.integers(0, k)), int(rng.integers(0, k)))
-                                for k in window)
-    args["ceil_mode"] = bool(rng.random() < 0.4)
-    fmt = pick(("channels_first", "channels_last"))
-    args["data_format"] = fmt
-    gradient = gradients and bool(floats) and rng.random() < 1 / 3
-    if mode == "avg":
-        args["count_include_pad"] = bool(rng.random() < 0.5)
-    if mode == "max" and not gradient and rng.random() < 0.5:
-        args["return_indices"] = True
-    if mode == "lp":
-        args["p"] = pick((1.0, 1.5, 2.0, 3.0))
-    if gradient:
-        dtype, values = pick(floats), pick(("normal", "negative", "ties"))
-    else:
-        dtype = pick(dtypes if mode == "max" else floats)
-        values = ("int" if dtype in conformance.INT_DTYPES else
-                  pick(("normal", "normal", "negative", "ties", "nan", "extremes")))
-        if dtype in conformance.INT_DTYPES and rng.random() < 0.3:
-            values = "extremes"
-    extent = [d * (k - 1) + 1 for k, d in zip(window, args.get("dilation", (1,) * ndim))]
-    spatial = tuple(max(1, e + int(rng.integers(-2, 6 if ndim < 3 else 4))) for e in extent)
-    batch = (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
-    case = Case("pool", ndim, tuple(args.items()), spatial, dtype, values, batch, gradient)
-    try:
-        make_spec(**args, ndim=ndim).plan(case.shape())
-    except (ValueError, TypeError):
-        return None
-    features = ["fuzz", f"{ndim}d", f"padding:{pad_name}", f"layout:{fmt}", f"mode:{mode}",
-                f"dtype:{dtype}"]
-    features += [tag for tag, on in (
-        ("ceil_mode", args["ceil_mode"]), ("dilation", "dilation" in args),
-        ("count_include_pad", args.get("count_include_pad", False)),
-        ("indices", args.get("return_indices", False)), ("ties", values == "ties"),
-        ("nan", values == "nan"), ("edge_values", values == "extremes"),
-        ("gradient", gradient), (f"gradient:{dtype}", gradient)) if on]
-    return Case("pool", ndim, tuple(args.items()), spatial, dtype, values, batch, gradient,
-                features=tuple(features))
-
-
-# ---------------------------------------------------------------------------- --against
-
-
-def load_function(target: str) -> Callable[..., Any]:
-    """``module:function`` (a module name or a path to a .py file) -> the function."""
-    module_name, sep, func_name = target.rpartition(":")
-    if not sep or not module_name or not func_name:
-        raise ValueError(f"--against expects module:function (e.g. mykernels:maxpool or "
-                         f"path/to/file.py:maxpool), got {target!r}")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        path = Path(module_name)
-        if not path.is_file():
-            raise ValueError(f"--against: no such file {module_name!r}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # as `python -m` would
-        module = importlib.import_module(module_name)
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise ValueError(f"--against: {module_name!r} has no function {func_name!r}")
-    return fn
-
-
-def run_against(case: Case, fn: Callable[..., Any]) -> Result | None:
-    """Run one case on a user function (calling convention in the module docstring);
-    None when the case does not apply or the function raised NotImplementedError."""
-    if case.kind != "pool" or case.gradient:
-        return None
-    x = case.make_input()
-    spec = make_spec(**case.kwargs, ndim=case.ndim)
-    want = conformance.expected(case, x)
-    try:
-        got = fn(x.copy(), spec)
-    except NotImplementedError:
-        return None
-    except Exception as err:  # a crash is a failure, reported with its message
-        return Result(case, "", False, math.inf, f"{type(err).__name__}: {err}")
-    if spec.return_indices and not isinstance(got, tuple):
-        # values only: check them, and do not count the case as an indices check
-        case = dataclasses.replace(case, features=tuple(
-            f for f in case.features if f != "indices"))
-        want = want[0]
-    elif spec.return_indices:
-        if len(got) != 2:
-            return Result(case, "", False, math.inf,
-                          "return_indices is set: expected values or (values, indices)")
-        with np.errstate(all="ignore"):
-            ok1, e1, m1 = conformance.compare(case, want[0], got[0])
-            ok2, e2, m2 = conformance.compare(case, want[1], got[1], "indices")
-        return Result(case, "", ok1 and ok2, max(e1, e2), "; ".join(m for m in (m1, m2) if m))
-    with np.errstate(all="ignore"):
-        ok, err, msg = conformance.compare(case, want, got)
-    return Result(case, "", ok, err, msg)
-
-
 # ---------------------------------------------------------------------------- conformance
-
-
-def _display_name(target: str) -> str:
-    module, _, func = target.rpartition(":")
-    return f"{Path(module).name}:{func}" if module.endswith(".py") else target
-
-
-def _reproducer(case: Case, target: str, grid_ids: set[str], against: bool) -> str:
-    if against:
-        return (f"python -c \"from pooladapt import cli, conformance as c; "
-                f"print(cli.run_against(c.{case!r}, cli.load_function({target!r})))\"")
-    if case.id in grid_ids:
-        return conformance.reproducer(case, target)
-    return (f"python -c \"from pooladapt import conformance as c; "
-            f"print(c.run_case(c.{case!r}, {target!r}))\"")
-
-
-def _json_float(value: float) -> float | None:
-    return None if not math.isfinite(value) else float(value)
-
-
-def _empty_rows() -> dict[str, dict[str, Any]]:
-    return {row: {"passed": 0, "failed": 0, "known": 0, "not_applicable": 0,
-                  "worst_error": 0.0} for row in ROWS}
-
-
-def _tally(rows: dict[str, dict[str, Any]], case: Case, status: str, error: float) -> None:
-    tags = set(case.features)
-    for row, (row_tags, _) in ROWS.items():
-        if tags.isdisjoint(row_tags):
-            continue
-        cell = rows[row]
-        key = {PASS: "passed", FAIL: "failed", KNOWN: "known"}.get(status, "not_applicable")
-        cell[key] += 1
-        if status == FAIL:
-            worst = cell["worst_error"]
-            cell["worst_error"] = None if worst is None or not math.isfinite(error) or (
-                error > 1e300) else max(worst, error)  # nan_to_num turns inf - x into 1.8e308
-
-
-def run_conformance(targets: list[tuple[str, Any]], cases: list[Case], grid_ids: set[str],
-                    meta: dict[str, Any], progress: Any = None) -> dict[str, Any]:
-    """Run ``cases`` on each target -> the JSON report. A target is ``(backend name, None)``
-    or ``(module:function, the function)`` for ``--against``."""
-    report: dict[str, Any] = {"backends": {}}
-    for target, fn in targets:
-        against = fn is not None
-        name = _display_name(target) if against else target
-        be = None if against else dispatch.load(name).BACKEND
-        entry: dict[str, Any] = {
-            "kind": "function" if against else "backend",
-            "version": None if be is None else be.version(),
-            "passed": 0, "failed": 0, "known_deviations": 0, "not_applicable": 0,
-            "capabilities": {} if be is None else dict(be.capabilities()),
-            **meta,
-            "rows": _empty_rows(), "failures": [], "deviations": [],
-        }
-        deviations = {} if be is None else dict(be.known_deviations)
-        task = None if progress is None else progress.add_task(name, total=len(cases))
-        for case in cases:
-            if against:
-                result = run_against(case, fn)
-            elif case.gradient and not be.supports_autograd:
-                result = None
-            else:
-                result = conformance.run_case(case, name)
-            if result is None:
-                status = NOT_APPLICABLE
-            elif result.passed:
-                status = PASS
-            else:
-                reason = next((deviations[f] for f in case.features if f in deviations), None)
-                status = FAIL if reason is None else KNOWN
-                record = {"case": case.id, "features": list(case.features),
-                          "error": _json_float(result.error), "message": result.message,
-                          "reproducer": _reproducer(case, target, grid_ids, against)}
-                if reason is None:
-                    entry["failures"].append(record)
-                else:
-                    entry["deviations"].append({**record, "reason": reason})
-            entry[{PASS: "passed", FAIL: "failed", KNOWN: "known_deviations"}.get(
-                status, "not_applicable")] += 1
-            _tally(entry["rows"], case if result is None else result.case, status,
-                   0.0 if result is None else result.error)
-            if task is not None:
-                progress.advance(task)
-        report["backends"][name] = entry
-    return report
-
-
-def merge_reports(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Merge conformance JSON reports; a later report's backend replaces an earlier one's."""
-    merged: dict[str, Any] = {"backends": {}}
-    for path in paths:
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data.get("backends"), dict):
-            raise ValueError(f"{path}: not a pooladapt conformance report (no 'backends')")
-        merged["backends"].update(data["backends"])
-    return merged
-
-
-def _count(cell: dict[str, Any] | None) -> int:
-    return 0 if not cell else sum(cell[k] for k in ("passed", "failed", "known",
-                                                     "not_applicable"))
-
-
-def _cell(entry: dict[str, Any], row: str, markup: bool) -> str:
-    cell = entry["rows"].get(row)
-    cap = ROWS[row][1]
-    how = entry.get("capabilities", {}).get(cap) if cap else None
-
-    def style(text: str, color: str) -> str:
-        return f"[{color}]{text}[/]" if markup else text
-
-    if cell is None or not (cell["passed"] or cell["failed"] or cell["known"]):
-        if cell and cell["not_applicable"]:
-            return style("n/a", "dim")
-        return style("—", "dim")
-    if cell["failed"]:
-        worst = cell["worst_error"]
-        text = style(f"FAIL {cell['failed']}", "bold red")
-        text += f" (worst {worst:.2g})" if worst is not None else " (worst inf)"
-    else:
-        text = style(f"pass {cell['passed']}", "green")
-    if cell["known"]:
-        text += " " + style(f"+{cell['known']} known", "yellow")
-    if how:
-        text += " · " + (how if not markup else style(how, "dim"))
-    return text
-
-
-def matrix(report: dict[str, Any], markup: bool = True) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the feature x backend matrix."""
-    names = list(report["backends"])
-    body = []
-    for row in ROWS:
-        if not any(_count(report["backends"][n]["rows"].get(row)) for n in names):
-            continue  # a row no case reached (e.g. gradient without --gradients)
-        body.append([row, *(_cell(report["backends"][n], row, markup) for n in names)])
-    totals = ["total"]
-    for n in names:
-        e = report["backends"][n]
-        text = f"{e['passed']} passed, {e['failed']} failed"
-        if e.get("known_deviations"):
-            text += f", {e['known_deviations']} known"
-        if e.get("not_applicable"):
-            text += f", {e['not_applicable']} n/a"
-        totals.append(text)
-    body.append(totals)
-    return ["feature", *names], body
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: the matrix, then failures and known deviations."""
-    header, rows = matrix(report, markup=False)
-    lines = ["# Conformance: every backend against the oracle", "",
-             "Generated by `nox -s conformance` (`pooladapt conformance --json`); each cell "
-             "counts the cases carrying that feature. `native`/`emulated`: how the backend "
-             "realises the feature (`pooladapt info`).", ""]
-    lines.append("| backend | version | grid | random cases | gradients | generated |")
-    lines.append("|---|---|---|---|---|---|")
-    for name, e in report["backends"].items():
-        lines.append(f"| {name} | {e.get('version') or '—'} | {e.get('grid', '—')} | "
-                     f"{e.get('fuzz', 0)} (seed {e.get('seed', 0)}) | "
-                     f"{'yes' if e.get('gradients') else 'no'} | {e.get('generated', '—')} |")
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    for name, e in report["backends"].items():
-        for title, key in (("Failures", "failures"), ("Known deviations", "deviations")):
-            if e.get(key):
-                lines += ["", f"## {title}: {name}", ""]
-                for f in e[key]:
-                    why = f" ({f['reason']})" if "reason" in f else ""
-                    lines.append(f"- `{f['case']}`: {f['message']}{why}")
-    return "\n".join(lines) + "\n"
 
 
 def _print_report(out: Any, report: dict[str, Any], show: int) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    header, rows = matrix(report)
+    header, rows = conformance.matrix(report)
     table = Table(title="pooladapt conformance: backends against the oracle")
     for col in header:
         table.add_column(col)
@@ -599,7 +235,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
     out, err = _rich()
     if args.merge:
-        report = merge_reports(args.merge)
+        report = conformance.merge_reports(args.merge)
     else:
         targets: list[tuple[str, Any]] = []
         names = []
@@ -612,12 +248,12 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             if be is None:
                 raise ValueError(f"backend {name!r} is {why}")
             targets.append((name, None))
-        targets += [(t, load_function(t)) for t in args.against or []]
+        targets += [(t, conformance.load_function(t)) for t in args.against or []]
         dtypes = _dtypes(args.dtypes)
         grid = conformance.grid(args.grid, dtypes=dtypes)
         if not args.gradients:
             grid = [c for c in grid if not c.gradient]
-        cases = grid + fuzz_cases(args.fuzz, args.seed, dtypes, args.gradients)
+        cases = grid + conformance.random_cases(args.fuzz, args.seed, dtypes, args.gradients)
         meta = {"grid": args.grid, "fuzz": args.fuzz, "seed": args.seed,
                 "gradients": bool(args.gradients), "cases": len(cases),
                 "dtypes": list(dtypes), "speed_routes": args.speed_routes,
@@ -629,13 +265,13 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                       console=err, transient=True) as progress:
             mode, _, only = args.speed_routes.partition(":")
             with config.speed_routes(mode, only=only.split(",") if only else None):
-                report = run_conformance(targets, cases, grid_ids, meta, progress)
+                report = conformance.run_conformance(targets, cases, grid_ids, meta, progress)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(render_markdown(report))
+        Path(args.markdown).write_text(conformance.render_markdown(report))
     _print_report(out, report, args.show)
     failed = sum(e["failed"] for e in report["backends"].values())
     out.print(f"[bold red]{failed} failures[/]" if failed else "[green]no failures[/]")

@@ -1,6 +1,6 @@
 """Differential fuzzing: every backend against the oracle on random specs and random inputs.
 
-Hypothesis draws the spec and the input (``pooladapt.strategies.inputs``: a seeded base with
+Hypothesis draws the spec and the input (``pooladapt.testing.strategies.inputs``: a seeded base with
 a few cells set to NaN, +-inf, +-0.0, subnormals, large values or integer extremes), so a
 failure shrinks to a small spec and the special cells that matter. The default test run draws
 a quarter of the ``ci`` profile's examples (30 per test); ``nox -s fuzz`` runs the ``fuzz``
@@ -37,12 +37,12 @@ from pooladapt.conformance import (
     cotangent,
     expected,
     expected_vjp,
+    features_of,
     gradient_tolerance,
     np_dtype,
     taps,
 )
-from pooladapt.spec import make_spec
-from pooladapt.strategies import (
+from pooladapt.testing.strategies import (
     adaptive_cases,
     cases_with_inputs,
     global_cases,
@@ -201,55 +201,14 @@ def regression(case: Case, x: np.ndarray, backend: str, check: str = "check_forw
             f"    {check}(case, x, backend{extra})\n")
 
 
-def _features(case: Case, x: np.ndarray) -> set[str]:
-    """The conformance feature tags this example exercises (for ``known_deviations``)."""
-    kw = case.kwargs
-    mode = kw.get("mode", "max")
-    tags = {f"{case.ndim}d", f"dtype:{case.dtype}", f"mode:{mode}",
-            f"layout:{kw['data_format']}"}
-    if case.kind != "pool":
-        tags.add(case.kind)
-    if case.gradient:
-        tags.add("gradient")
-    for flag in ("ceil_mode", "count_include_pad"):
-        if kw.get(flag):
-            tags.add(flag)
-    if kw.get("return_indices") or case.kind == "unpool":
-        tags.add("indices")
-    if np.any(np.asarray(kw.get("dilation", 1)) > 1):
-        tags.add("dilation")
-    padding = kw.get("padding")
-    if isinstance(padding, str):
-        tags.add("padding:" + padding)
-    elif padding is not None:
-        tags.add("padding:pairs" if isinstance(padding, tuple) else "padding:int")
-    if case.kind in ("pool", "unpool"):
-        spec = make_spec(**{"mode": "max", **kw}, ndim=case.ndim) if case.kind == "unpool" \
-            else make_spec(**kw, ndim=case.ndim)
-        if spec.plan(x.shape).all_padding_windows:
-            tags.add("all_padding")
-    if x.dtype.kind == "f" or case.dtype == "bfloat16":
-        xf = x.astype(np.float64)
-        if np.isnan(xf).any():
-            tags.add("nan")
-        subnormal = (xf != 0) & (np.abs(xf) < 2.0 ** _FORMAT[case.dtype][1])
-        if subnormal.any():
-            tags.update(("subnormals", f"subnormals:{case.dtype}"))
-        if (np.isinf(xf) | subnormal | np.signbit(xf) & (xf == 0)).any():
-            tags.add("edge_values")
-    if mode == "max" and np.unique(x).size < x.size:
-        tags.add("ties")
-    return tags
-
-
 def tagged(case: Case, x: np.ndarray) -> SimpleNamespace:
     """The example as the ``known_deviation`` fixture takes it (an object with features)."""
-    return SimpleNamespace(features=tuple(sorted(_features(case, x))))
+    return SimpleNamespace(features=tuple(sorted(features_of(case, x))))
 
 
 def _run(check, case: Case, x: np.ndarray, backend: str, *args, extra: str = "") -> None:
     deviations = dispatch.load(backend).BACKEND.known_deviations
-    assume(not _features(case, x) & set(deviations))  # listed: a strict xfail in the grid
+    assume(not features_of(case, x) & set(deviations))  # listed: a strict xfail in the grid
     try:
         check(case, x, backend, *args)
     except Exception:
@@ -301,7 +260,7 @@ def test_unpool_matches_oracle(backend, example, native, own):
 
 @pytest.mark.autograd
 @bounded
-@given(example=cases_with_inputs(pool_cases(dtypes=FLOATS, for_gradient=True)),
+@given(example=cases_with_inputs(pool_cases(dtypes=FLOATS, gradient=True)),
        seed=seeds())
 def test_pool_gradient_matches_oracle(backend, example, seed):
     case, x = example
@@ -310,8 +269,8 @@ def test_pool_gradient_matches_oracle(backend, example, seed):
 
 @pytest.mark.autograd
 @bounded
-@given(example=cases_with_inputs(global_cases(dtypes=FLOATS, for_gradient=True)
-                                 | adaptive_cases(dtypes=FLOATS, for_gradient=True)),
+@given(example=cases_with_inputs(global_cases(dtypes=FLOATS, gradient=True)
+                                 | adaptive_cases(dtypes=FLOATS, gradient=True)),
        seed=seeds())
 def test_family_gradient_matches_oracle(backend, example, seed):
     case, x = example
