@@ -18,7 +18,7 @@ import pooladapt.backends.torch as tb
 from pooladapt import conformance, oracle
 from pooladapt.layers import torch as layers
 from pooladapt.spec import make_spec
-from pooladapt.strategies import cases_with_inputs, pool_cases
+from pooladapt.testing.strategies import cases_with_inputs, pool_cases
 
 RNG = np.random.default_rng(5)
 FORMATS = ("channels_first", "channels_last")
