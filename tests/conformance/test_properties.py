@@ -8,7 +8,6 @@ from hypothesis import given
 from pooladapt import conformance, dispatch
 from pooladapt.testing.strategies import pool_cases, seeds
 
-
 FLOATS = tuple(d for d in conformance.available_dtypes() if d not in conformance.INT_DTYPES)
 
 
