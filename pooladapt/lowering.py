@@ -1,0 +1,274 @@
+"""Framework-neutral constants a backend lowers a plan with, written once.
+
+A backend maps a resolved plan (``pooladapt.plan``) onto its framework's ops; what does not
+depend on the framework is computed here, from the plan alone, cached by plan: the value
+padding takes in a max, the accumulation dtype, the window taps along each dim, per-plane
+flat indices of window cells, whether a framework's native pooling op (symmetric padding,
+a ceil flag, ``SAME``/``VALID``) gives the plan's windows and with which arguments, the lp
+steps, and the unpool index check. Everything is checked against hand-computed values in
+``tests/core/test_lowering.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from pooladapt.plan import AdaptivePlan, PoolPlan, same_pads
+
+# ---------------------------------------------------------------------------- dtypes
+
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def is_integer(dtype_name: str) -> bool:
+    return dtype_name.startswith(("int", "uint"))
+
+
+def lowest(dtype_name: str) -> float | int:
+    """The value of a padded cell in a max: it never wins. -inf for floats, the dtype's
+    minimum for integers."""
+    return int(np.iinfo(dtype_name).min) if is_integer(dtype_name) else -math.inf
+
+
+def accumulator(dtype_name: str) -> str:
+    """The dtype sums (avg, lp) are computed in: float64 for float64, float32 for the rest
+    (float16 and bfloat16 accumulate in float32: the mean of 60000s is 60000)."""
+    return "float64" if dtype_name == "float64" else "float32"
+
+
+# ---------------------------------------------------------------------------- taps
+
+
+class Tap(NamedTuple):
+    """Tap ``index`` of the window along one dim: output ``o`` reads input cell
+    ``o * stride + offset``, which is inside the input for outputs ``first <= o < last``
+    (``first == last``: never)."""
+
+    index: int
+    offset: int
+    first: int
+    last: int
+
+    def reaches_all(self, out_size: int) -> bool:
+        return self.first == 0 and self.last == out_size
+
+
+@lru_cache(maxsize=1024)
+def dim_taps(plan: PoolPlan, dim: int) -> tuple[Tap, ...]:
+    """Every tap of the window along ``dim``, in window order."""
+    spec = plan.spec
+    s, n, m = spec.stride[dim], plan.in_size[dim], plan.out_size[dim]
+    taps = []
+    for t in range(spec.window[dim]):
+        offset = t * spec.dilation[dim] - plan.pads[dim][0]
+        first = min(m, max(0, -(offset // s)))
+        last = max(first, min(m, (n - 1 - offset) // s + 1))
+        taps.append(Tap(t, offset, first, last))
+    return tuple(taps)
+
+
+def plane_strides(in_size: tuple[int, ...]) -> tuple[int, ...]:
+    """Row-major strides of a spatial plane: a cell's per-plane flat index is their dot."""
+    return tuple(math.prod(in_size[d + 1:]) for d in range(len(in_size)))
+
+
+def _table(coords: list[np.ndarray], valid: list[np.ndarray], in_size: tuple[int, ...]):
+    """Per-dim (out, width) coordinate and validity tables -> (windows, cells) flat indices
+    (0 where invalid) and validity, windows and cells both in row-major order."""
+    flat, ok = np.zeros((), np.int64), np.ones((), bool)
+    for c, v, stride in zip(coords, valid, plane_strides(in_size)):
+        flat = np.add.outer(flat, c.astype(np.int64) * stride)
+        ok = np.logical_and.outer(ok, v)
+    nd = len(coords)
+    order = [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)]
+    windows = math.prod(c.shape[0] for c in coords)
+    flat = flat.transpose(order).reshape(windows, -1)
+    ok = ok.transpose(order).reshape(windows, -1)
+    flat = np.where(ok, flat, 0)
+    flat.flags.writeable = ok.flags.writeable = False
+    return flat, ok
+
+
+@lru_cache(maxsize=256)
+def window_cells(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, valid)`` of shape (windows, taps): the per-plane flat input index of every tap
+    of every window (0 where the tap is in padding or past it, ``valid`` False there);
+    windows and taps in row-major order. Read-only (cached)."""
+    spec = plan.spec
+    coords, valid = [], []
+    for d in range(spec.ndim):
+        starts = np.asarray(plan.window_starts(d), np.int64)
+        c = starts[:, None] + spec.dilation[d] * np.arange(spec.window[d])[None, :]
+        coords.append(c)
+        valid.append((c >= 0) & (c < plan.in_size[d]))
+    return _table(coords, valid, plan.in_size)
+
+
+@lru_cache(maxsize=256)
+def bin_cells(plan: AdaptivePlan) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, valid)`` of shape (bins, max bin cells) for an adaptive plan, as
+    :func:`window_cells` (cells past a bin's end are invalid)."""
+    pairs = [plan.gather(d) for d in range(plan.spec.ndim)]
+    return _table([p[0] for p in pairs], [p[1] for p in pairs], plan.in_size)
+
+
+@lru_cache(maxsize=256)
+def tap_index_maps(plan: PoolPlan) -> np.ndarray:
+    """int64 array (taps, *out_size): per tap in row-major window order, the per-plane flat
+    input index each window reads there, -1 in padding. Read-only (cached)."""
+    flat, valid = window_cells(plan)
+    maps = np.where(valid, flat, -1).T.reshape(-1, *plan.out_size)
+    maps.flags.writeable = False
+    return maps
+
+
+@lru_cache(maxsize=256)
+def first_real_taps(plan: PoolPlan) -> np.ndarray:
+    """bool array (taps, *out_size): True at each window's first tap inside the input (the
+    cell that beats the padding before it when equal: a max of the dtype's lowest values
+    gives its index and gradient to that cell). Read-only (cached)."""
+    real = tap_index_maps(plan) >= 0
+    seen = np.logical_or.accumulate(real, axis=0)
+    first = real & ~np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
+    first.flags.writeable = False
+    return first
+
+
+@lru_cache(maxsize=256)
+def window_origins(plan: PoolPlan) -> np.ndarray:
+    """int64 array of shape ``out_size``: the per-plane flat index of every window's first
+    tap, computed with its coordinates as they are (negative inside the low padding)."""
+    base = np.zeros((), np.int64)
+    for d, stride in enumerate(plane_strides(plan.in_size)):
+        base = np.add.outer(base, np.asarray(plan.window_starts(d), np.int64) * stride)
+    base.flags.writeable = False
+    return base
+
+
+def tap_offsets(plan: PoolPlan) -> tuple[tuple[int, ...], ...]:
+    """Per tap in row-major window order, its per-dim offset from the window's first cell."""
+    spec = plan.spec
+    return tuple(itertools.product(*(tuple(t * spec.dilation[d] for t in range(spec.window[d]))
+                                     for d in range(spec.ndim))))
+
+
+# ---------------------------------------------------------------------------- native ops
+
+CeilRule = Literal["drop", "full"]
+
+
+def native_output_size(n: int, pad: int, extent: int, stride: int, ceil: bool,
+                       rule: CeilRule = "drop") -> int:
+    """Output size of a native pool padded by ``pad`` on both sides of a dim of ``n`` cells.
+    ``ceil`` with rule ``drop`` (PyTorch, ONNX): a last window that would start in the high
+    padding is dropped; ``full`` (MXNet's ``pooling_convention='full'``): it is kept."""
+    span = n + 2 * pad - extent
+    if span < 0:
+        return 0
+    if not ceil:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if rule == "drop" and (out - 1) * stride >= n + pad:
+        out -= 1
+    return out
+
+
+class Cover(NamedTuple):
+    """A native pool call whose windows include the plan's: pad ``pads[d]`` cells on both
+    sides of dim d, the ceil flag ``ceil``; it computes ``sizes[d]`` windows, of which the
+    plan's are ``skip[d]`` to ``skip[d] + out_size[d]`` (``crop``: not all of them)."""
+
+    pads: tuple[int, ...]
+    ceil: bool
+    sizes: tuple[int, ...]
+    skip: tuple[int, ...]
+    crop: bool
+
+
+@lru_cache(maxsize=1024)
+def symmetric_cover(plan: PoolPlan, rule: CeilRule | None, pad_limit: tuple[int, ...],
+                    skip_windows: bool = False) -> Cover | None:
+    """How a native pool with symmetric padding gives the plan's windows, or None.
+
+    A native window must start on every plan window start: pad the plan's low padding on
+    both sides (``skip_windows``: or that plus a multiple of the stride, whose leading
+    windows are cropped). ``pad_limit[d]`` is the largest pad the op takes (PyTorch:
+    half the extent; MXNet: window - 1). Floor is tried first, then ceil with ``rule``
+    (None: the op has no ceil mode). Cells the native op pads beyond the plan's padding, or
+    its windows past the plan's, are cropped or never win: valid for max and sums, but
+    averages must check the divisor themselves.
+    """
+    spec = plan.spec
+    for ceil in (False, True) if rule else (False,):
+        found = []
+        for d in range(spec.ndim):
+            lo, s = plan.pads[d][0], spec.stride[d]
+            pads = range(lo, pad_limit[d] + 1, s) if skip_windows else (lo,)
+            hit = None
+            for pad in pads:
+                if pad > pad_limit[d]:
+                    break
+                size = native_output_size(plan.in_size[d], pad, spec.extent[d], s, ceil,
+                                          rule or "drop")
+                skip = (pad - lo) // s
+                if size - skip >= plan.out_size[d]:
+                    hit = (pad, size, skip)
+                    break
+            if hit is None:
+                break
+            found.append(hit)
+        else:
+            pads, sizes, skips = (tuple(f[i] for f in found) for i in range(3))
+            crop = any(skips) or sizes != plan.out_size
+            return Cover(pads, ceil, sizes, skips, crop)
+    return None
+
+
+def same_windows(plan: PoolPlan) -> bool:
+    """True when TensorFlow's/ONNX's ``SAME`` (``SAME_UPPER``) padding gives exactly the
+    plan's windows: the same first window start and count in every dim (the high side's
+    extra padding never matters to a max or a sum). Averages check their divisor apart."""
+    spec = plan.spec
+    for d in range(spec.ndim):
+        n, s = plan.in_size[d], spec.stride[d]
+        lo, _ = same_pads(n, spec.extent[d], s, lower=False)
+        if plan.pads[d][0] != lo or plan.out_size[d] != -(-n // s):
+            return False
+    return True
+
+
+def valid_windows(plan: PoolPlan) -> bool:
+    """True when ``VALID`` padding gives exactly the plan's windows: no padding before the
+    first window and the floor count."""
+    spec = plan.spec
+    return all(plan.pads[d][0] == 0 and plan.out_size[d]
+               == native_output_size(plan.in_size[d], 0, spec.extent[d], spec.stride[d], False)
+               for d in range(spec.ndim))
+
+
+# ---------------------------------------------------------------------------- lp and unpool
+
+
+class LpSteps(NamedTuple):
+    """lp pooling as ops: the window sum of ``|x| ** power`` (``power`` 1: ``abs``; 2: a
+    square, no abs needed), then ``** root`` (None for p = 1; 0.5: ``sqrt``). A zero sum
+    gives 0 and passes no gradient (the root's slope at 0 is not used)."""
+
+    power: float
+    root: float | None
+
+
+def lp_steps(p: float) -> LpSteps:
+    return LpSteps(p, None if p == 1.0 else 1.0 / p)
+
+
+def check_unpool_index(top: int, out_size: tuple[int, ...]) -> None:
+    """ValueError if the largest unpool index ``top`` is outside the output plane."""
+    if top >= math.prod(out_size):
+        raise ValueError(f"an index ({top}) is outside the output plane {tuple(out_size)!r} "
+                         f"({math.prod(out_size)} cells)")
