@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pooladapt import config, dispatch
+from pooladapt.backends.base import Backend
+from pooladapt.plan import PoolPlan, check_spatial
 from pooladapt.spec import (
     AdaptiveSpec,
     GlobalSpec,
+    Padding,
     PoolSpec,
     UnpoolSpec,
+    check_rank,
     make_adaptive_spec,
     make_global_spec,
     make_spec,
@@ -48,7 +52,7 @@ def _native_order(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
-def _prepare(x: Any, backend: str | None, mode: str):
+def _prepare(x: Any, backend: str | None, mode: str) -> tuple[Backend, Any, bool]:
     name, native = dispatch.resolve(x, backend)
     be = dispatch.load(name).BACKEND
     if not native:
@@ -57,7 +61,7 @@ def _prepare(x: Any, backend: str | None, mode: str):
     return be, x, native
 
 
-def _finish(be, out, native: bool):
+def _finish(be: Backend, out: Any, native: bool) -> Any:
     if native:
         return out
     if isinstance(out, tuple):
@@ -67,8 +71,11 @@ def _finish(be, out, native: bool):
 
 def _remember_plane(indices: Any, plane: tuple[int, ...]) -> None:
     key = id(indices)
+    def forget(_ref: Any, key: int = key) -> None:
+        _index_planes.pop(key, None)
+
     try:
-        ref = weakref.ref(indices, lambda _r, key=key: _index_planes.pop(key, None))
+        ref = weakref.ref(indices, forget)
     except TypeError:
         return
     _index_planes[key] = (ref, plane)
@@ -81,12 +88,13 @@ def _plane_of(indices: Any) -> tuple[int, ...] | None:
     return None
 
 
-def run_pool(x: Any, spec: PoolSpec, backend: str | None = None):
+def run_pool(x: Any, spec: PoolSpec, backend: str | None = None) -> Any:
     """Pool ``x`` with a built spec on the backend chosen by the dispatch rules."""
     return _pool_once(x, spec, backend)[0]
 
 
-def _pool_once(x: Any, spec: PoolSpec, backend: str | None):
+def _pool_once(x: Any, spec: PoolSpec,
+               backend: str | None) -> tuple[Any, tuple[Any, PoolPlan] | None]:
     """The pooled result, and for a framework tensor the backend call and plan to reuse."""
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
@@ -107,7 +115,7 @@ class _PoolND:
         mode: str,
         window: int | tuple[int, ...],
         stride: int | tuple[int, ...] | None = None,
-        padding: str | int | tuple = "valid",
+        padding: Padding = "valid",
         dilation: int | tuple[int, ...] = 1,
         ceil_mode: bool = False,
         count_include_pad: bool = False,
@@ -123,14 +131,14 @@ class _PoolND:
         self.backend = None if backend is None else config.normalize_backend_name(backend)
         # (type, dtype, shape, backend) of a framework tensor -> (backend.pool, plan): a repeat
         # call skips dispatch, dtype and shape checks, which ran on the first call.
-        self._fast: dict[tuple, tuple] = {}
+        self._fast: dict[tuple[Any, ...], tuple[Any, PoolPlan]] = {}
 
-    def __call__(self, x: Any, backend: str | None = None):
+    def __call__(self, x: Any, backend: str | None = None) -> Any:
         """Pool ``x`` (NumPy array or framework tensor); see the class docstring."""
         if backend is None:
             backend = self.backend
         try:
-            key: tuple | None = (type(x), x.dtype, x.shape, backend)
+            key: tuple[Any, ...] | None = (type(x), x.dtype, x.shape, backend)
             entry = self._fast.get(key)  # type: ignore[arg-type]
         except (AttributeError, TypeError):  # no shape, or an unhashable symbolic shape
             key = entry = None
@@ -199,7 +207,7 @@ def _typed(value: Any) -> Any:
 _layer_cache: dict[Any, _PoolND] = {}
 
 
-def _cached_layer(cls: type[_PoolND], args: tuple) -> _PoolND:
+def _cached_layer(cls: type[_PoolND], args: tuple[Any, ...]) -> _PoolND:
     types = tuple(map(type, args))
     key = (cls, _typed(args) if tuple in types or list in types else (args, types))
     try:
@@ -214,13 +222,47 @@ def _cached_layer(cls: type[_PoolND], args: tuple) -> _PoolND:
     return layer
 
 
-def _functional(cls: type[_PoolND]):
+class PoolFunction(Protocol):
+    """``pool1d``/``pool2d``/``pool3d``: the functional form of ``Pool1D/2D/3D``."""
+
+    def __call__(self, x: Any, mode: str, window: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] | None = None, padding: Padding = "valid",
+                 dilation: int | tuple[int, ...] = 1, ceil_mode: bool = False,
+                 count_include_pad: bool = False, p: float | None = None,
+                 data_format: str | None = None, return_indices: bool = False, *,
+                 backend: str | None = None) -> Any: ...
+
+
+class GlobalPoolFunction(Protocol):
+    """``global_pool1d``/``2d``/``3d``."""
+
+    def __call__(self, x: Any, mode: str, keepdims: bool = False, *, p: float | None = None,
+                 data_format: str | None = None, backend: str | None = None) -> Any: ...
+
+
+class AdaptivePoolFunction(Protocol):
+    """``adaptive_pool1d``/``2d``/``3d``."""
+
+    def __call__(self, x: Any, mode: str, output_size: int | tuple[int | None, ...], *,
+                 return_indices: bool = False, data_format: str | None = None,
+                 backend: str | None = None) -> Any: ...
+
+
+class UnpoolFunction(Protocol):
+    """``max_unpool1d``/``2d``/``3d``."""
+
+    def __call__(self, y: Any, indices: Any,
+                 output_size: int | tuple[int, ...] | None = None, *,
+                 data_format: str | None = None, backend: str | None = None) -> Any: ...
+
+
+def _functional(cls: type[_PoolND]) -> PoolFunction:
     def pool(
         x: Any,
         mode: str,
         window: int | tuple[int, ...],
         stride: int | tuple[int, ...] | None = None,
-        padding: str | int | tuple = "valid",
+        padding: Padding = "valid",
         dilation: int | tuple[int, ...] = 1,
         ceil_mode: bool = False,
         count_include_pad: bool = False,
@@ -229,7 +271,7 @@ def _functional(cls: type[_PoolND]):
         return_indices: bool = False,
         *,
         backend: str | None = None,
-    ):
+    ) -> Any:
         args = (mode, window, stride, padding, dilation, ceil_mode, count_include_pad, p,
                 data_format or config.default_data_format(), return_indices)
         return _cached_layer(cls, args)(x, backend)
@@ -248,17 +290,15 @@ pool3d = _functional(Pool3D)
 # ---------------------------------------------------------------------------- the family
 
 
-def run_global(x: Any, spec: GlobalSpec, backend: str | None = None):
+def run_global(x: Any, spec: GlobalSpec, backend: str | None = None) -> Any:
     be, xt, native = _prepare(x, backend, spec.mode)
-    from pooladapt.spec import check_rank, check_spatial
-
     check_rank(tuple(xt.shape), spec.ndim, spec.data_format)
     # a graph tensor may have unknown (None) spatial sizes: global pooling needs no plan
     check_spatial(tuple(int(xt.shape[a]) for a in spec.spatial_axes if xt.shape[a] is not None))
     return _finish(be, be.global_pool(xt, spec), native)
 
 
-def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None):
+def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None) -> Any:
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
     if plan.uniform:  # every bin a regular window: the plain pool, native on every backend
@@ -271,9 +311,7 @@ def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None):
     return out
 
 
-def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = None):
-    from pooladapt.spec import check_rank
-
+def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = None) -> Any:
     name, native = dispatch.resolve(y, backend)
     if dispatch.owner_of(indices) != (name if native else None):
         kind = f"a {name} tensor" if native else "a NumPy array"
@@ -298,9 +336,9 @@ def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = Non
     return _finish(be, be.max_unpool(y, indices, spec, tuple(plane)), native)
 
 
-def _global_fn(ndim: int):
+def _global_fn(ndim: int) -> GlobalPoolFunction:
     def global_pool(x: Any, mode: str, keepdims: bool = False, *, p: float | None = None,
-                    data_format: str | None = None, backend: str | None = None):
+                    data_format: str | None = None, backend: str | None = None) -> Any:
         spec = make_global_spec(mode, ndim=ndim, keepdims=keepdims, p=p, data_format=data_format)
         return run_global(x, spec, backend)
 
@@ -311,10 +349,10 @@ def _global_fn(ndim: int):
     return global_pool
 
 
-def _adaptive_fn(ndim: int):
+def _adaptive_fn(ndim: int) -> AdaptivePoolFunction:
     def adaptive_pool(x: Any, mode: str, output_size: int | tuple[int | None, ...], *,
                       return_indices: bool = False, data_format: str | None = None,
-                      backend: str | None = None):
+                      backend: str | None = None) -> Any:
         spec = make_adaptive_spec(mode, output_size, ndim=ndim, data_format=data_format,
                                   return_indices=return_indices)
         return run_adaptive(x, spec, backend)
@@ -326,9 +364,9 @@ def _adaptive_fn(ndim: int):
     return adaptive_pool
 
 
-def _unpool_fn(ndim: int):
+def _unpool_fn(ndim: int) -> UnpoolFunction:
     def max_unpool(y: Any, indices: Any, output_size: int | tuple[int, ...] | None = None, *,
-                   data_format: str | None = None, backend: str | None = None):
+                   data_format: str | None = None, backend: str | None = None) -> Any:
         spec = make_unpool_spec(output_size, ndim=ndim, data_format=data_format)
         return run_unpool(y, indices, spec, backend)
 

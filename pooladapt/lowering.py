@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from pooladapt.plan import AdaptivePlan, PoolPlan, same_pads
+from pooladapt.plan import AdaptivePlan, PoolPlan, output_size, same_pads
 
 # ---------------------------------------------------------------------------- dtypes
 
@@ -45,11 +45,11 @@ def accumulator(dtype_name: str) -> str:
 
 
 class Tap(NamedTuple):
-    """Tap ``index`` of the window along one dim: output ``o`` reads input cell
+    """Tap ``tap`` of the window along one dim: output ``o`` reads input cell
     ``o * stride + offset``, which is inside the input for outputs ``first <= o < last``
     (``first == last``: never)."""
 
-    index: int
+    tap: int
     offset: int
     first: int
     last: int
@@ -77,10 +77,12 @@ def plane_strides(in_size: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(math.prod(in_size[d + 1:]) for d in range(len(in_size)))
 
 
-def _table(coords: list[np.ndarray], valid: list[np.ndarray], in_size: tuple[int, ...]):
+def _table(coords: list[np.ndarray], valid: list[np.ndarray],
+           in_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dim (out, width) coordinate and validity tables -> (windows, cells) flat indices
     (0 where invalid) and validity, windows and cells both in row-major order."""
-    flat, ok = np.zeros((), np.int64), np.ones((), bool)
+    flat: np.ndarray = np.zeros((), np.int64)
+    ok: np.ndarray = np.ones((), bool)
     for c, v, stride in zip(coords, valid, plane_strides(in_size)):
         flat = np.add.outer(flat, c.astype(np.int64) * stride)
         ok = np.logical_and.outer(ok, v)
@@ -122,7 +124,7 @@ def tap_index_maps(plan: PoolPlan) -> np.ndarray:
     """int64 array (taps, *out_size): per tap in row-major window order, the per-plane flat
     input index each window reads there, -1 in padding. Read-only (cached)."""
     flat, valid = window_cells(plan)
-    maps = np.where(valid, flat, -1).T.reshape(-1, *plan.out_size)
+    maps: np.ndarray = np.where(valid, flat, -1).T.reshape(-1, *plan.out_size)
     maps.flags.writeable = False
     return maps
 
@@ -134,7 +136,7 @@ def first_real_taps(plan: PoolPlan) -> np.ndarray:
     gives its index and gradient to that cell). Read-only (cached)."""
     real = tap_index_maps(plan) >= 0
     seen = np.logical_or.accumulate(real, axis=0)
-    first = real & ~np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
+    first: np.ndarray = real & ~np.concatenate([np.zeros_like(seen[:1]), seen[:-1]])
     first.flags.writeable = False
     return first
 
@@ -143,7 +145,7 @@ def first_real_taps(plan: PoolPlan) -> np.ndarray:
 def window_origins(plan: PoolPlan) -> np.ndarray:
     """int64 array of shape ``out_size``: the per-plane flat index of every window's first
     tap, computed with its coordinates as they are (negative inside the low padding)."""
-    base = np.zeros((), np.int64)
+    base: np.ndarray = np.zeros((), np.int64)
     for d, stride in enumerate(plane_strides(plan.in_size)):
         base = np.add.outer(base, np.asarray(plan.window_starts(d), np.int64) * stride)
     base.flags.writeable = False
@@ -167,15 +169,7 @@ def native_output_size(n: int, pad: int, extent: int, stride: int, ceil: bool,
     """Output size of a native pool padded by ``pad`` on both sides of a dim of ``n`` cells.
     ``ceil`` with rule ``drop`` (PyTorch, ONNX): a last window that would start in the high
     padding is dropped; ``full`` (MXNet's ``pooling_convention='full'``): it is kept."""
-    span = n + 2 * pad - extent
-    if span < 0:
-        return 0
-    if not ceil:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if rule == "drop" and (out - 1) * stride >= n + pad:
-        out -= 1
-    return out
+    return output_size(n, pad, pad, extent, stride, ceil, drop=rule == "drop")
 
 
 class Cover(NamedTuple):
@@ -205,12 +199,12 @@ def symmetric_cover(plan: PoolPlan, rule: CeilRule | None, pad_limit: tuple[int,
     """
     spec = plan.spec
     for ceil in (False, True) if rule else (False,):
-        found = []
+        found: list[tuple[int, int, int]] = []
         for d in range(spec.ndim):
             lo, s = plan.pads[d][0], spec.stride[d]
-            pads = range(lo, pad_limit[d] + 1, s) if skip_windows else (lo,)
+            candidates = range(lo, pad_limit[d] + 1, s) if skip_windows else range(lo, lo + 1)
             hit = None
-            for pad in pads:
+            for pad in candidates:
                 if pad > pad_limit[d]:
                     break
                 size = native_output_size(plan.in_size[d], pad, spec.extent[d], s, ceil,
@@ -223,9 +217,10 @@ def symmetric_cover(plan: PoolPlan, rule: CeilRule | None, pad_limit: tuple[int,
                 break
             found.append(hit)
         else:
-            pads, sizes, skips = (tuple(f[i] for f in found) for i in range(3))
-            crop = any(skips) or sizes != plan.out_size
-            return Cover(pads, ceil, sizes, skips, crop)
+            pads = tuple(f[0] for f in found)
+            sizes = tuple(f[1] for f in found)
+            skips = tuple(f[2] for f in found)
+            return Cover(pads, ceil, sizes, skips, any(skips) or sizes != plan.out_size)
     return None
 
 

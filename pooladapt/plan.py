@@ -131,21 +131,24 @@ def same_pads(in_size: int, k_extent: int, stride: int, lower: bool) -> tuple[in
     return (big, small) if lower else (small, big)
 
 
-def output_size(in_size: int, lo: int, hi: int, extent: int, stride: int, ceil: bool) -> int:
-    """Windows along one dim: floor (or ceil, dropping a last window that would start in the
-    high-side padding) of ``(in + lo + hi - extent) / stride``, plus one."""
+def output_size(in_size: int, lo: int, hi: int, extent: int, stride: int, ceil: bool,
+                drop: bool = True) -> int:
+    """Windows along one dim: floor (or ceil) of ``(in + lo + hi - extent) / stride``, plus
+    one; with ceil, a last window that would start in the high-side padding is dropped
+    (``drop``, the ONNX/PyTorch rule; MXNet's ``'full'`` convention keeps it)."""
     span = in_size + lo + hi - extent
     if span < 0:
         return 0
     if not ceil:
         return span // stride + 1
     out = -(-span // stride) + 1
-    if (out - 1) * stride >= in_size + lo:
+    if drop and (out - 1) * stride >= in_size + lo:
         out -= 1
     return out
 
 
-def _window_counts(spec: PoolSpec, in_size, pads, out_size, real_only: bool):
+def _window_counts(spec: PoolSpec, in_size: tuple[int, ...], pads: Pads,
+                   out_size: tuple[int, ...], real_only: bool) -> tuple[tuple[int, ...], ...]:
     counts = []
     for d in range(spec.ndim):
         lo, hi = pads[d]
@@ -182,11 +185,11 @@ def resolve_plan(spec: PoolSpec, in_size: tuple[int, ...]) -> PoolPlan:
         pads.append((lo, hi))
         outs.append(out)
         extras.append(max((out - 1) * s + k_ext - (n + lo + hi), 0))
-    real = _window_counts(spec, in_size, pads, outs, real_only=True)
-    counts = _window_counts(spec, in_size, pads, outs, real_only=False) if (
+    resolved, sizes = tuple(pads), tuple(outs)
+    real = _window_counts(spec, in_size, resolved, sizes, real_only=True)
+    counts = _window_counts(spec, in_size, resolved, sizes, real_only=False) if (
         spec.count_include_pad) else real
-    return PoolPlan(spec, tuple(in_size), tuple(pads), tuple(extras), tuple(outs), counts, real)
-
+    return PoolPlan(spec, tuple(in_size), resolved, tuple(extras), sizes, counts, real)
 
 
 @dataclass(frozen=True)

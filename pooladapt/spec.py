@@ -29,6 +29,8 @@ from pooladapt.plan import (  # noqa: F401  (PoolPlan, AdaptivePlan, same_pads: 
 
 Mode = Literal["max", "avg", "lp"]
 PaddingRule = Literal["valid", "same_upper", "same_lower"]
+Padding = str | int | tuple[int, ...] | tuple[tuple[int, int], ...]
+"""What ``padding=`` takes: a rule name, one int, one int per dim, or ``(low, high)`` pairs."""
 MODES: tuple[str, ...] = ("max", "avg", "lp")
 ADAPTIVE_MODES: tuple[str, ...] = ("max", "avg")
 
@@ -168,7 +170,7 @@ def make_spec(
     mode: str,
     window: int | tuple[int, ...],
     stride: int | tuple[int, ...] | None = None,
-    padding: str | int | tuple = "valid",
+    padding: Padding = "valid",
     dilation: int | tuple[int, ...] = 1,
     ceil_mode: bool = False,
     count_include_pad: bool = False,
