@@ -12,7 +12,7 @@ import os
 import nox
 from nox.command import CommandFailed
 
-nox.options.sessions = ["lint", "tests", "integration"]
+nox.options.sessions = ["lint", "typecheck", "docs", "build", "tests", "integration"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
@@ -49,6 +49,47 @@ def lint(session: nox.Session) -> None:
     """ruff lint of the package, tests, examples and benchmarks."""
     session.install("ruff==0.17.5")
     session.run("ruff", "check", "pooladapt", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+# The public API: what ``import pooladapt`` offers, and the core modules it is made of.
+PUBLIC_API = ["pooladapt/__init__.py", "pooladapt/api.py", "pooladapt/config.py",
+              "pooladapt/spec.py", "pooladapt/plan.py", "pooladapt/layouts.py",
+              "pooladapt/dispatch.py", "pooladapt/lowering.py"]
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the public API (the rest of the package is checked where it imports)."""
+    session.install("-r", "backends/typecheck.txt")
+    session.run("mypy", "--strict", "--follow-imports=silent", *PUBLIC_API)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs Material, API reference from the docstrings) built with
+    warnings as errors, after drawing the benchmark plots from benchmarks/results."""
+    session.install("-r", "backends/docs.txt")
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "benchmarks.plot")
+    session.run("mkdocs", "build", "--strict", "--site-dir",
+                os.path.join(session.create_tmp(), "site"), env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """sdist and wheel, twine check, then the wheel alone (NumPy, no framework) in a clean
+    virtualenv: ``pooladapt info``, ``pooladapt pool`` and each layers module's install hint
+    (tests/packaging/smoke.py)."""
+    session.install("build==1.4.0", "twine==6.2.0")
+    dist = os.path.join(session.create_tmp(), "dist")
+    session.run("python", "-m", "build", "--outdir", dist)
+    wheels = [os.path.join(dist, f) for f in os.listdir(dist) if f.endswith(".whl")]
+    session.run("twine", "check", "--strict", *[os.path.join(dist, f) for f in os.listdir(dist)])
+    clean = os.path.join(session.create_tmp(), "clean")
+    session.run("python", "-m", "venv", "--clear", clean)
+    python = os.path.join(clean, "bin", "python")
+    session.run(python, "-m", "pip", "install", "--quiet", f"{wheels[0]}[cli]", external=True)
+    session.run(python, "tests/packaging/smoke.py", external=True)
 
 
 @nox.session
