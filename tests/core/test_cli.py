@@ -276,3 +276,25 @@ def test_missing_backend_names_its_extra(capsys):
     code, _, err = run(capsys, "conformance", "--backends", missing[0])
     assert code == 2
     assert f"pooladapt[{missing[0]}]" in err
+
+
+def test_readme_command_one_runs_and_writes_the_pooled_picture(capsys, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("python3 -m pip install -e"))
+    commands = [c.strip().split() for c in line.split("&&")[1:]]
+    assert [c[:2] for c in commands] == [["pooladapt", "info"], ["pooladapt", "conformance"],
+                                         ["pooladapt", "pool"]]
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    for argv in commands[:2]:
+        assert run(capsys, *argv[1:])[0] == 0
+    pool = commands[2][1:]
+    out = tmp_path / "pooled.png"
+    pool[pool.index("--out") + 1] = str(out)
+    code, printed, _ = run(capsys, *pool)
+    assert code == 0 and out.exists()
+    picture = np.asarray(Image.open(Path(pool[1])))
+    pooled = np.asarray(Image.open(out))
+    assert pooled.shape == (80, 120, 3) and picture.shape == (160, 240, 3)  # 'same', stride 2
+    # the first window is rows and columns 0..2 (same pads (0, 1)): its max, per channel
+    assert (pooled[0, 0] == picture[:3, :3].max(axis=(0, 1))).all()
+    assert (pooled[-1, -1] == picture[-2:, -2:].max(axis=(0, 1))).all()  # 158, 159 + a pad
