@@ -1,18 +1,23 @@
 """The MXNet backend (1.9.1): ``mx.nd`` arrays and ``mx.np`` ndarrays, autograd, ``hybridize``.
 
-``nd.Pooling`` runs wherever it expresses the plan: float input, no dilation (lp: p of 1, 2
-or 3, on ``|x|``). Max pools in views that oneDNN computes fast (channels last as a 5-d
-channels-first view, few channels in the batch, float16 through float32), with asymmetric,
-'same' and ceil-mode windows from native pads, the ``'full'`` convention and a crop (MXNet
-has no drop rule). MXNet max pooling suppresses NaN and turns -inf into the dtype's lowest
-finite value: one cheap check finds the batch rows holding a NaN or an infinity, and only
+The plain translation: ``nd.Pooling`` wherever it expresses the plan (float input, no
+dilation; lp: p of 1, 2 or 3, on ``|x|``), in the spec's own layout. Max takes asymmetric,
+'same' and ceil-mode windows from native pads, the ``'full'`` convention and a crop (MXNet has
+no drop rule). MXNet max pooling suppresses NaN and turns -inf into the dtype's lowest finite
+value: a global average pooling finds the batch rows holding a NaN or an infinity, and only
 those are restored from a pooled code map (the taps under autograd, for the gradient); a
 hybridized graph cannot be checked and always restores. Indices are each window's first tap
-equal to the native max. avg is a sum pool divided by the count except where oneDNN
-computes it (MXNet's own kernel multiplies by 1 / count, an ulp off). Everything else is
+equal to the native max. avg is a window sum divided by the count. Everything else is
 emulated: explicit padding (-inf or the integer minimum for max, 0 for sums), a VALID native
 pool, the plan's divisor, and a loop over the window's taps (strided slices) for dilation
-and integers.
+and integers. NumPy input of an integer dtype MXNet has no arrays of (int16, uint16, uint32,
+uint64) pools as a wider dtype in the same order (:class:`StandIn`).
+
+Speed routes (``BACKEND.speed_routes``; thresholds in ``TUNING``; ``pa.speed_routes`` turns
+them off or forces them) compute the same plan faster: max in views that MXNet's own kernel
+takes faster than oneDNN's (channels in the batch, 1-d as 2-d, channels last as channels
+first), separable channels-last windows, float16 through float32, NaN/inf checks read on the
+host, and oneDNN's avg kernel, which divides (MXNet's own one is an ulp off).
 
 All graph code takes the op namespace ``F`` (``mx.nd`` or ``mx.sym``), so the same code runs
 inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
@@ -20,17 +25,20 @@ inside a hybridized Gluon block (``pooladapt.layers.mxnet``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import mxnet as mx
 import numpy as np
 
 from pooladapt.backends.base import EMULATED, NATIVE, Backend
+from pooladapt.config import take_route
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, make_spec
 
 nd = mx.nd
@@ -38,12 +46,56 @@ nd = mx.nd
 _LAYOUTS = {(1, True): "NCW", (2, True): "NCHW", (3, True): "NCDHW",
             (1, False): "NWC", (2, False): "NHWC", (3, False): "NDHWC"}
 _NATIVE_LP = (1.0, 2.0, 3.0)
-_FEW_CHANNELS = 8  # channels-first max below this many channels pools (N*C, 1, ...)
-_SEPARABLE = 16  # channels-last 2-d max windows of this many cells or more: two passes
-_HOST_CHECK = 1 << 20  # elements up to which reading x beats a pooling as NaN/inf check
-_PYTHON_CHECK = 256  # elements up to which that read is summed in Python
 _BF16_REASON = ("MXNet 1.9.1 has no bfloat16 arrays (NumPy bfloat16 input raises TypeError); "
                 "cast to float32")
+# NumPy dtypes MXNet 1.9.1 has arrays of; the integers it lacks pool through a wider one
+_MX_DTYPES = frozenset(("float16", "float32", "float64", "uint8", "int8", "int32", "int64",
+                        "bool"))
+_WIDER = {"int16": "int32", "uint16": "int32", "uint32": "int64", "uint64": "int64"}
+
+FEW_CHANNELS = "mxnet.few_channels"
+FLAT_1D = "mxnet.flat_1d"
+CHANNELS_LAST_VIEW = "mxnet.channels_last_view"
+SEPARABLE = "mxnet.separable"
+HALF_AS_FLOAT = "mxnet.float16_as_float32"
+PYTHON_CHECK = "mxnet.python_check"
+HOST_CHECK = "mxnet.host_check"
+ONEDNN_AVG = "mxnet.onednn_avg"
+ROUTES = (FEW_CHANNELS, FLAT_1D, CHANNELS_LAST_VIEW, SEPARABLE, HALF_AS_FLOAT, PYTHON_CHECK,
+          HOST_CHECK, ONEDNN_AVG)
+
+
+@dataclass
+class Tuning:
+    """Where each speed route pays on a CPU (``auto``). The views pay only where oneDNN runs
+    the plain call (MXNet's own kernels are as fast on the plain layout)."""
+
+    few_channels: int = 8  # channels-first max below this many channels: (N*C, 1, ...)
+    separable_cells: int = 16  # channels-last 2-d max windows of this many cells: two passes
+    host_check: int = 1 << 20  # elements up to which reading x beats a pooling as NaN check
+    python_check: int = 256  # elements up to which that read is summed in Python
+
+
+TUNING = Tuning()
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_pools() -> bool:
+    """Whether oneDNN runs float32 channels-first pooling in this process (the build has it
+    and ``MXNET_MKLDNN_ENABLED`` is not 0), told by what it computes: an average of integers
+    whose sum is exact in any order, which oneDNN divides once and MXNet's own kernel sums
+    cell by cell as x / count, off by an ulp."""
+    probe = nd.array(np.array([85, 63, 51, 26, 30, 4, 7, 1, 17], np.float32).reshape(1, 1, 3, 3))
+    with mx.autograd.pause():
+        got = nd.Pooling(probe, kernel=(3, 3), pool_type="avg").asnumpy().item()
+    return got == float(np.float32(284) / np.float32(9))
+
+
+def _shallow(cls: type, a: Any) -> Any:
+    """A new handle to a's array as an instance of ``cls`` (an ``nd.NDArray`` subclass)."""
+    handle = mx.base.NDArrayHandle()
+    mx.base.check_call(mx.base._LIB.MXShallowCopyNDArray(a.handle, ctypes.byref(handle)))
+    return cls(handle=handle, writable=a.writable)
 
 
 class IndexNDArray(nd.NDArray):
@@ -52,9 +104,50 @@ class IndexNDArray(nd.NDArray):
 
 
 def _weakrefable(a: Any) -> IndexNDArray:
-    handle = mx.base.NDArrayHandle()
-    mx.base.check_call(mx.base._LIB.MXShallowCopyNDArray(a.handle, ctypes.byref(handle)))
-    return IndexNDArray(handle=handle, writable=a.writable)
+    return _shallow(IndexNDArray, a)
+
+
+_TOP = np.uint64(1 << 63)
+
+
+class StandIn(nd.NDArray):
+    """NumPy input of an integer dtype MXNet has no arrays of (int16, uint16, uint32, uint64)
+    given with ``backend="mxnet"``: its values in a wider dtype MXNet has, in the same order
+    (uint64 as int64 with the top bit flipped), for max pooling, indices and unpool.
+    ``to_numpy`` gives the original dtype back (padding's minimum becomes the dtype's)."""
+
+    source: np.dtype
+    encoding: str  # "widened"; uint64: "flipped" (order kept) or "bits" (unpool: 0 kept)
+
+    @classmethod
+    def encode(cls, a: np.ndarray, encoding: str | None = None) -> StandIn:
+        encoding = encoding or ("flipped" if a.dtype == np.uint64 else "widened")
+        if encoding == "flipped":
+            values = (a ^ _TOP).view(np.int64)
+        elif encoding == "bits":
+            values = np.ascontiguousarray(a).view(np.int64)
+        else:
+            values = a.astype(_WIDER[a.dtype.name])
+        return cls._of(nd.array(values, dtype=values.dtype), a.dtype, encoding)
+
+    @classmethod
+    def _of(cls, values: Any, source: np.dtype, encoding: str) -> StandIn:
+        out = _shallow(cls, values)
+        out.source, out.encoding = source, encoding
+        return out
+
+    def like(self, values: Any) -> StandIn:
+        """``values`` (computed from this one, same encoding) as a stand-in."""
+        return StandIn._of(values, self.source, self.encoding)
+
+    def decode(self) -> np.ndarray:
+        v = self.asnumpy()
+        if self.encoding == "flipped":
+            return v.view(np.uint64) ^ _TOP
+        if self.encoding == "bits":
+            return v.view(np.uint64)
+        info = np.iinfo(self.source)
+        return np.clip(v, info.min, info.max).astype(self.source)
 
 
 def _is_int(dtype: np.dtype) -> bool:
@@ -250,43 +343,27 @@ def _max_route(plan: PoolPlan) -> tuple:
     return pads, convention, highs, sizes, crop
 
 
-def _pool_view(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
-               sizes: tuple[int, ...]) -> Any:
-    """Max ``Pooling`` in a view that oneDNN takes fast: 4-d or 5-d channels first (1-d
-    pooling and MXNet's channels-last layouts get slow kernels). Its fast kernel runs its
-    vector lanes over the channels: with few channels (a photo) a view with the channels in
-    the batch is ~10x faster. Channels last pools a view whose channels are the batch and
-    whose last dim, window 1, is the channels; large 2-d windows (a max is separable) go
-    in two passes, W then H (a 10x10 window ~5x faster)."""
-    kw = dict(pool_type="max", pooling_convention=convention) if convention == "full" else dict(
-        pool_type="max")  # defaults left out: each parameter costs a tiny call time
-    if spec.channels_first:
-        shape = None if _is_symbol(F) else x.shape
-        if shape is not None and 1 < shape[1] < _FEW_CHANNELS:
-            y = _pool_view(F, x.reshape((shape[0] * shape[1], 1, *shape[2:])), spec, kernel,
-                           stride, pad, convention, sizes)
-            return y.reshape((shape[0], shape[1], *y.shape[2:]))
-        if spec.ndim == 1:
-            y = F.Pooling(x.reshape((0, 0, 1, -1)), kernel=(1, *kernel), stride=(1, *stride),
-                          pad=(0, *pad), **kw)
-            return y.reshape((0, 0, -1))
-        if any(pad):
-            kw["pad"] = pad
-        return F.Pooling(x, kernel=kernel, stride=stride, **kw)
-    if spec.ndim == 3:  # H and W with D as the channels, then D with the batch as channels
-        y = F.Pooling(x, kernel=(*kernel[1:], 1), stride=(*stride[1:], 1),
-                      pad=(*pad[1:], 0), **kw)
-        y = F.Pooling(y.reshape((-4, 1, -1, 0, -3, 0)), kernel=(kernel[0], 1, 1),
-                      stride=(stride[0], 1, 1), pad=(pad[0], 0, 0), **kw)
-        return y.reshape((-3, 0, -4, sizes[1], -1, 0))
-    if spec.ndim == 2 and math.prod(kernel) >= _SEPARABLE:  # W with H as the channels, then H
-        y = F.Pooling(x, kernel=(kernel[1], 1), stride=(stride[1], 1), pad=(pad[1], 0), **kw)
-        y = F.Pooling(y.reshape((-4, 1, -1, 0, -3)), kernel=(kernel[0], 1),
-                      stride=(stride[0], 1), pad=(pad[0], 0), **kw)
-        return y.reshape((-3, 0, -4, sizes[1], -1))
-    y = F.Pooling(x.reshape((-4, 1, -1, *(0,) * (spec.ndim + 1))), kernel=(*kernel, 1),
-                  stride=(*stride, 1), pad=(*pad, 0), **kw)
-    return y.reshape((-3, *(0,) * (spec.ndim + 1)))
+def _max_kw(convention: str, pad: tuple[int, ...]) -> dict[str, Any]:
+    """``Pooling``'s max arguments, defaults left out (each one costs a tiny call time)."""
+    kw: dict[str, Any] = dict(pool_type="max")
+    if convention == "full":
+        kw["pooling_convention"] = "full"
+    if any(pad):
+        kw["pad"] = pad
+    return kw
+
+
+def _max_pool(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
+              sizes: tuple[int, ...]) -> Any:
+    """Max ``Pooling`` of x with symmetric native pads: a speed route's view, else one call
+    in the spec's layout."""
+    y = _routed_max_pool(F, x, spec, kernel, stride, pad, convention, sizes)
+    if y is not None:
+        return y
+    kw = _max_kw(convention, pad)
+    if not spec.channels_first:
+        kw["layout"] = _LAYOUTS[spec.ndim, False]
+    return F.Pooling(x, kernel=kernel, stride=stride, **kw)
 
 
 def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
@@ -296,7 +373,7 @@ def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
     pads, convention, highs, sizes, crop = _max_route(plan)
     if any(highs):
         x = _pad(F, x, spec, tuple((0, e) for e in highs), -math.inf)
-    y = _pool_view(F, x, spec, spec.window, spec.stride, pads, convention, sizes)
+    y = _max_pool(F, x, spec, spec.window, spec.stride, pads, convention, sizes)
     if crop is None:
         return y
     begin, end = [None] * (spec.ndim + 2), [None] * (spec.ndim + 2)
@@ -305,32 +382,35 @@ def _max_windows(F: Any, x: Any, plan: PoolPlan) -> Any:
     return F.slice(y, begin=tuple(begin), end=tuple(end))
 
 
-def _host_bytes(x: Any) -> bytes:
-    """A copy of a dense CPU array's memory once its writers are done, without the engine's
-    copy (that queues behind every op already pushed, reads of x included)."""
-    x.wait_to_read()  # returns at once when no write to x is pending
-    ptr = ctypes.c_void_p()  # MXNDArrayGetData reorders a oneDNN-layout array to default
-    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(x.handle, ctypes.byref(ptr)))
-    return ctypes.string_at(ptr.value, math.prod(x.shape) * np.dtype(x.dtype).itemsize)
+@contextlib.contextmanager
+def recorded_input(x: Any, copy: bool = True):
+    """x ready for max ``Pooling`` whose gradient is recorded. oneDNN's max backward reads the
+    argmax its forward stored, but that forward stores none outside training mode, and a
+    view (a reshape or slice of another array) makes the forward run MXNet's own kernel,
+    which stores none either: wrong cells got the gradient. So the forward runs in training
+    mode, and float32 input, which oneDNN pools, is copied (``copy``: it may reach oneDNN)."""
+    if not mx.autograd.is_recording():
+        yield x
+        return
+    if copy and x.dtype == np.float32 and onednn_pools():
+        x = x.copy()
+    if mx.autograd.is_training():
+        yield x
+        return
+    with mx.autograd.train_mode():
+        yield x
 
 
 def _nonfinite_rows(x: Any) -> np.ndarray | None:
-    """The batch rows of x holding a NaN or an infinity, None when none does. A small dense
-    CPU array is read directly (the tiniest summed in Python: on the 1x1x4x4 call any NumPy
-    call between two MXNet ops costs about as much as the pooling itself); otherwise one
-    global average pooling (oneDNN) reads it: a NaN or infinity makes its plane's mean
-    non-finite (a float32 overflow flags a row too, which only costs the exact path)."""
+    """The batch rows of x holding a NaN or an infinity, None when none does: read on the
+    host (speed routes) or found by one global average pooling, where a NaN or an infinity
+    makes its plane's mean non-finite (a float32 overflow flags a row too, which only costs
+    the exact path)."""
     s = x.shape
-    size = math.prod(s)
-    if size <= _HOST_CHECK and type(x) is nd.NDArray and x.context.device_type == "cpu":
-        raw = _host_bytes(x)
-        dtype = np.dtype(x.dtype)
-        if size <= _PYTHON_CHECK and dtype.char in "fd":
-            total = sum(memoryview(raw).cast(dtype.char))  # float64: no overflow from float32
-            if total - total == 0:
-                return None
-        values = np.frombuffer(raw, dtype=dtype)
-    else:
+    values = _host_check(x)
+    if values is None:
+        return None
+    if values is False:
         view = x if len(s) == 4 else x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
         with mx.autograd.pause():
             values = nd.Pooling(view, kernel=(1, 1), global_pool=True,
@@ -353,17 +433,23 @@ def _restore(F: Any, x: Any, y: Any, plan: PoolPlan) -> Any:
 
 
 def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
-    half = dtype == np.float16
-    if half:  # MXNet's float16 pooling has no oneDNN kernel; float32 is exact and ~7x faster
+    half = dtype == np.float16 and _half_as_float()
+    if half:
         x = F.cast(x, "float32")
-    rows = None if _is_symbol(F) else _nonfinite_rows(x)  # a symbol cannot be checked
-    y = _max_windows(F, x, plan)
-    if _is_symbol(F) or rows is not None and len(rows) == x.shape[0]:
-        y = _restore(F, x, y, plan)
-    elif rows is not None:  # the code map only for the batch rows with a NaN or infinity
-        rows = nd.array(rows, ctx=x.context, dtype="int64")
-        fixed = _restore(F, nd.take(x, rows), nd.take(y, rows), plan)
-        y = nd.contrib.index_copy(y, rows, fixed)
+    if _is_symbol(F):  # a symbol cannot be checked
+        y = _restore(F, x, _max_windows(F, x, plan), plan)
+        return F.cast(y, "float16") if half else y
+    rows = _nonfinite_rows(x)
+    if rows is not None and len(rows) == x.shape[0]:
+        y = _restore(F, x, None, plan) if mx.autograd.is_recording() else _restore(
+            F, x, _max_windows(F, x, plan), plan)
+    else:
+        with recorded_input(x, plan.spec.channels_first) as xr:
+            y = _max_windows(F, xr, plan)
+        if rows is not None:  # the code map only for the batch rows with a NaN or infinity
+            rows = nd.array(rows, ctx=x.context, dtype="int64")
+            fixed = _restore(F, nd.take(x, rows), nd.take(y, rows), plan)
+            y = nd.contrib.index_copy(y, rows, fixed)
     return F.cast(y, "float16") if half else y
 
 
@@ -371,11 +457,12 @@ def _native_max_indices(x: Any, plan: PoolPlan, dtype: np.dtype) -> tuple[Any, A
     """Native max, then each window's index: its first tap equal to the max (taps checked
     last to first, a hit overwriting). Exact where x is finite (padding, -inf, never equals
     a finite max); batch rows with a NaN or an infinity take the taps."""
-    xf = nd.cast(x, "float32") if dtype == np.float16 else x
+    xf = nd.cast(x, "float32") if dtype == np.float16 and _half_as_float() else x
     rows = _nonfinite_rows(xf)
     if rows is not None and len(rows) == x.shape[0]:
         return _tap_max(nd, x, plan, dtype, True)
-    y = _max_windows(nd, xf, plan)
+    with recorded_input(xf, plan.spec.channels_first) as xr:
+        y = _max_windows(nd, xr, plan)
     with mx.autograd.pause():
         xp = _pad(nd, xf, plan.spec, plan.total_pads, -math.inf) if plan.has_padding else xf
         maps = _tap_index_maps(plan).astype(np.int32)  # int32 ops are MXNet's fastest here
@@ -439,9 +526,7 @@ def _sums(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         x = F.cast(x, acc)
     native = plan.symmetric_pads and all(d == 1 for d in spec.dilation)
     if spec.mode == "avg":
-        # MXNet's own avg kernel multiplies by 1 / count (an ulp off); its oneDNN one (float32,
-        # channels first, no ceil cells) divides: use that one, sum / count elsewhere
-        if native and acc == "float32" and spec.channels_first and not any(plan.ceil_extra):
+        if native and _onednn_avg(plan, acc):
             y = _native(F, x, plan, "avg", False, count_include_pad=spec.count_include_pad)
         else:
             s = _window_sums(F, x, plan, native)
@@ -459,6 +544,101 @@ def _sums(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
             y = F.where(zero, F.zeros_like(s),
                         F.power(F.where(zero, F.ones_like(s), s), 1.0 / spec.p))
     return y if np.dtype(acc) == dtype else F.cast(y, dtype.name)
+
+
+# ---------------------------------------------------------------------------- speed routes
+# Each asks take_route(name, auto) only where it applies; off, the plain translation above runs.
+
+
+def _routed_max_pool(F: Any, x: Any, spec, kernel, stride, pad, convention: str,
+                     sizes: tuple[int, ...]) -> Any:
+    """Max ``Pooling`` in a view MXNet's own kernel takes fast, or in two separable passes;
+    None where no route is taken. oneDNN's pooling, which runs the plain channels-first
+    call, is slow with few channels and in 1-d, and takes no view (MXNet's own kernel runs
+    it). A view's recorded gradient is wrong (see ``recorded_input``): views only where nothing
+    is recorded, and in symbols (a hybridized graph's reshape is no view)."""
+    views = _is_symbol(F) or not mx.autograd.is_recording()
+    kw = _max_kw(convention, (0,))
+    if spec.channels_first:
+        if not views:
+            return None
+        c = None if _is_symbol(F) else x.shape[1]
+        if c is not None and c > 1 and take_route(
+                FEW_CHANNELS, c < TUNING.few_channels and onednn_pools()):
+            n = x.shape[0]
+            y = _max_pool(F, x.reshape((n * c, 1, *x.shape[2:])), spec, kernel, stride, pad,
+                          convention, sizes)
+            return y.reshape((n, c, *y.shape[2:]))
+        if spec.ndim == 1 and take_route(FLAT_1D, onednn_pools()):
+            y = F.Pooling(x.reshape((0, 0, 1, -1)), kernel=(1, *kernel), stride=(1, *stride),
+                          pad=(0, *pad), **kw)
+            return y.reshape((0, 0, -1))
+        return None
+    two = spec.ndim == 2 and math.prod(kernel) >= TUNING.separable_cells
+    if views and take_route(CHANNELS_LAST_VIEW, onednn_pools()):
+        # the batch as the channels of a channels-first view, the channels a window-1 dim
+        if spec.ndim == 3:  # H and W with D as the channels, then D with the batch as channels
+            y = F.Pooling(x, kernel=(*kernel[1:], 1), stride=(*stride[1:], 1),
+                          pad=(*pad[1:], 0), **kw)
+            y = F.Pooling(y.reshape((-4, 1, -1, 0, -3, 0)), kernel=(kernel[0], 1, 1),
+                          stride=(stride[0], 1, 1), pad=(pad[0], 0, 0), **kw)
+            return y.reshape((-3, 0, -4, sizes[1], -1, 0))
+        if spec.ndim == 2 and take_route(SEPARABLE, two):  # W with H as the channels, then H
+            y = F.Pooling(x, kernel=(kernel[1], 1), stride=(stride[1], 1), pad=(pad[1], 0),
+                          **kw)
+            y = F.Pooling(y.reshape((-4, 1, -1, 0, -3)), kernel=(kernel[0], 1),
+                          stride=(stride[0], 1), pad=(pad[0], 0), **kw)
+            return y.reshape((-3, 0, -4, sizes[1], -1))
+        y = F.Pooling(x.reshape((-4, 1, -1, *(0,) * (spec.ndim + 1))), kernel=(*kernel, 1),
+                      stride=(*stride, 1), pad=(*pad, 0), **kw)
+        return y.reshape((-3, *(0,) * (spec.ndim + 1)))
+    if spec.ndim == 2 and take_route(SEPARABLE, two):  # a max is separable: W, then H
+        y = F.Pooling(x, kernel=(1, kernel[1]), stride=(1, stride[1]), pad=(0, pad[1]),
+                      layout="NHWC", **kw)
+        return F.Pooling(y, kernel=(kernel[0], 1), stride=(stride[0], 1), pad=(pad[0], 0),
+                         layout="NHWC", **kw)
+    return None
+
+
+def _half_as_float() -> bool:
+    """float16 max pooled in float32 (exact): MXNet's float16 pooling has no oneDNN kernel."""
+    return take_route(HALF_AS_FLOAT, onednn_pools())
+
+
+def _host_bytes(x: Any) -> bytes:
+    """A copy of a dense CPU array's memory once its writers are done, without the engine's
+    copy (that queues behind every op already pushed, reads of x included)."""
+    x.wait_to_read()  # returns at once when no write to x is pending
+    ptr = ctypes.c_void_p()  # MXNDArrayGetData reorders a oneDNN-layout array to default
+    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(x.handle, ctypes.byref(ptr)))
+    return ctypes.string_at(ptr.value, math.prod(x.shape) * np.dtype(x.dtype).itemsize)
+
+
+def _host_check(x: Any) -> np.ndarray | None | bool:
+    """x's values read on the host for the NaN/inf check (a dense CPU array): summed in
+    Python when tiny (on a 1x1x4x4 call any NumPy call between two MXNet ops costs about as
+    much as the pooling itself; None: all finite), else into NumPy. False: no route taken."""
+    if type(x) is not nd.NDArray or x.context.device_type != "cpu":
+        return False
+    size = math.prod(x.shape)
+    dtype = np.dtype(x.dtype)
+    if dtype.char in "fd" and take_route(PYTHON_CHECK, size <= TUNING.python_check):
+        raw = _host_bytes(x)
+        total = sum(memoryview(raw).cast(dtype.char))  # float64: no overflow from float32
+        return None if total - total == 0 else np.frombuffer(raw, dtype=dtype)
+    if take_route(HOST_CHECK, size <= TUNING.host_check):
+        return np.frombuffer(_host_bytes(x), dtype=dtype)
+    return False
+
+
+def _onednn_avg(plan: PoolPlan, acc: str) -> bool:
+    """avg as one native ``Pooling`` where oneDNN computes it (float32, channels first, no
+    ceil cells), which divides the sum; MXNet's own avg kernel is an ulp off."""
+    applies = acc == "float32" and plan.spec.channels_first and not any(plan.ceil_extra)
+    return applies and onednn_pools() and take_route(ONEDNN_AVG, True)
+
+
+# ---------------------------------------------------------------------------- the entry points
 
 
 def pool_graph(F: Any, x: Any, plan: PoolPlan, dtype: Any) -> Any:
@@ -508,17 +688,35 @@ class MXNetBackend(Backend):
                     "integers", "nan", "adaptive", "unpool")
         return {**dict.fromkeys(native, NATIVE), **dict.fromkeys(emulated, EMULATED)}
 
+    @property
+    def speed_routes(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The routes; oneDNN's avg kernel only where oneDNN runs (the build and
+        ``MXNET_MKLDNN_ENABLED``)."""
+        return ROUTES if onednn_pools() else tuple(r for r in ROUTES if r != ONEDNN_AVG)
+
     def from_numpy(self, a: np.ndarray) -> Any:
         a = np.asarray(a)
-        if a.dtype.name == "bfloat16":
+        name = a.dtype.name
+        if name == "bfloat16":
             raise TypeError(_BF16_REASON)
+        if name not in _MX_DTYPES:
+            fix = (f"cast it to {_WIDER[name]}, or pool the NumPy array with backend='mxnet' "
+                   f"(max maps it exactly)" if name in _WIDER else "cast it")
+            raise TypeError(f"MXNet 1.9.1 has no {name} arrays (it has "
+                            f"{', '.join(sorted(_MX_DTYPES))}); {fix}")
         return nd.array(a, dtype=a.dtype)
 
+    def from_numpy_input(self, a: np.ndarray) -> Any:
+        a = np.asarray(a)
+        return StandIn.encode(a) if a.dtype.name in _WIDER else self.from_numpy(a)
+
     def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, StandIn):
+            return x.decode()
         return x if isinstance(x, np.ndarray) else x.asnumpy()
 
     def dtype_name(self, x: Any) -> str:
-        return np.dtype(x.dtype).name
+        return x.source.name if isinstance(x, StandIn) else np.dtype(x.dtype).name
 
     @staticmethod
     def _run(fn: Callable[[Any], Any], x: Any, empty: list[tuple[tuple[int, ...], Any]]) -> Any:
@@ -537,7 +735,9 @@ class MXNetBackend(Backend):
             out = out if isinstance(out, tuple) else (out,)
         if is_np:
             out = tuple(o.as_np_ndarray() for o in out)
-        elif len(out) == 2:  # a plain NDArray takes no weak reference: api's unpool default
+        if isinstance(x, StandIn):
+            out = (x.like(out[0]), *out[1:])
+        if not is_np and len(out) == 2:  # a plain NDArray takes no weak reference (unpool)
             out = (out[0], _weakrefable(out[1]))
         return out if len(out) == 2 else out[0]
 
@@ -572,6 +772,8 @@ class MXNetBackend(Backend):
             indices = indices.as_nd_ndarray()
         elif not isinstance(indices, nd.NDArray):
             indices = nd.array(np.asarray(indices), ctx=y.context, dtype="int64")
+        if isinstance(y, StandIn) and y.encoding == "flipped":  # the empty cells must be 0
+            y = StandIn.encode(y.decode(), "bits")
         shape = list(y.shape)
         for axis, size in zip(spec.spatial_axes, out_size):
             shape[axis] = size

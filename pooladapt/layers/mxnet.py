@@ -18,7 +18,8 @@ The layers work imperatively, with ``hybridize()``, inside a hybridized parent b
 ``mx.np`` arrays. A pooling plan depends on the input's spatial size, so each traced graph is
 specialised to it: a hybridized layer, or the hybridized block tracing it, re-traces its graph
 when an input of a new shape arrives (Gluon's own pooling graphs need not, as they do not
-support ``same`` padding or the ceil-mode drop rule).
+support ``same`` padding or the ceil-mode drop rule), and when the speed-route setting
+(``pa.speed_routes``) differs from the one the graph was built with.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 from mxnet.gluon.block import _flatten
 
-from pooladapt.backends.mxnet import global_graph, global_plan, pool_graph
+from pooladapt.backends.mxnet import global_graph, global_plan, pool_graph, recorded_input
+from pooladapt.config import get_speed_routes
 from pooladapt.spec import (
     GlobalSpec,
     PoolPlan,
@@ -94,10 +96,14 @@ class _Pooling(HybridBlock):
             shape, dtype = tuple(x.shape), np.dtype(x.dtype)
         else:
             shape, dtype = self._trace(x)
-        key = (self._plan(shape), dtype)
+        key = (self._plan(shape), dtype, get_speed_routes())  # a graph keeps its routes
         if key != self._key:
             self._key = key
             self._clear_cached_op()
+        if (self._active and self._spec.mode == "max" and isinstance(x, mx.nd.NDArray)
+                and mx.autograd.is_recording()):
+            with recorded_input(x) as xr:  # the graph's max may pool x itself
+                return super().forward(xr)
         return super().forward(x)
 
     def _trace(self, x: Any) -> tuple[tuple[int, ...], np.dtype]:
@@ -115,6 +121,7 @@ class _Pooling(HybridBlock):
             self._retrace_hook = None
         if tracer is not None:
             names = list(feed)
+            routes = get_speed_routes()
             seen = {tuple((a.shape, a.dtype) for a in feed.values()): found}
 
             def retrace_on_new_shape(block: HybridBlock, args: tuple) -> None:
@@ -122,14 +129,14 @@ class _Pooling(HybridBlock):
                 key = tuple((a.shape, a.dtype) for a in arrays)
                 if key not in seen:
                     seen[key] = _symbol_shape(x, dict(zip(names, arrays)))
-                if seen[key] != found:
+                if seen[key] != found or get_speed_routes() != routes:
                     block._clear_cached_op()
 
             self._retrace_hook = tracer.register_forward_pre_hook(retrace_on_new_shape)
         return found
 
     def hybrid_forward(self, F: Any, x: Any) -> Any:
-        plan, dtype = self._key
+        plan, dtype, _ = self._key
         if isinstance(x, (mx.np.ndarray, mx.sym.np._Symbol)):
             return self._graph(F, x.as_nd_ndarray(), plan, dtype).as_np_ndarray()
         return self._graph(F, x, plan, dtype)

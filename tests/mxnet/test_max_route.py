@@ -1,6 +1,7 @@
-"""The max route: native ``Pooling`` in oneDNN-friendly views with native pads and a crop, the
-NaN/-inf check (read in place for small arrays, a global average pooling for large ones) and
-the exact fix of only the flagged batch rows, each forced and compared with the oracle."""
+"""The max route and the speed routes: native ``Pooling`` with native pads and a crop, the NaN/-inf
+check (a global average pooling, or read on the host) with the exact fix of only the flagged
+batch rows, and every view route forced through ``pa.speed_routes``, each compared with the
+oracle, values and gradients. Regression: recorded float32/float16 max gradients."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import dataclasses
 import itertools
 import json
 
+import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import nd
 
-from pooladapt import oracle
+import pooladapt as pa
+from pooladapt import config, oracle
 from pooladapt.backends import mxnet as mxb
 from pooladapt.backends.mxnet import BACKEND
 from pooladapt.layers import mxnet as layers
@@ -21,6 +24,7 @@ from pooladapt.spec import make_spec
 RNG = np.random.default_rng(3)
 SIZES = {1: [(9,), (1,)], 2: [(7, 6), (2, 1)], 3: [(5, 6, 4), (1, 2, 1)]}
 PADDINGS = ["valid", "same", "same_lower", 1, (0, 2), (1, 2)]
+VIEWS = (mxb.FEW_CHANNELS, mxb.FLAT_1D, mxb.CHANNELS_LAST_VIEW, mxb.SEPARABLE)
 
 
 def _plans():
@@ -54,11 +58,22 @@ def _input(shape, dtype, which: str) -> np.ndarray:
     return x
 
 
-def _force(check: str, monkeypatch) -> None:
-    """Take one NaN/inf check: summed in Python, read into NumPy, a global pooling."""
-    monkeypatch.setattr(mxb, "_PYTHON_CHECK", 1 << 30 if check == "python" else 0)
-    if check == "pooling":
-        monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+def _routes(setting: str):
+    """``"off"``, ``"auto"``, or the route names (comma-separated) forced on alone."""
+    if setting in ("off", "auto", "on"):
+        return pa.speed_routes(setting)
+    return pa.speed_routes("on", only=setting.split(","))
+
+
+# how the NaN/inf rows are found: a global average pooling (plain), or read on the host
+CHECKS = {"pooling": "off", "in place": mxb.HOST_CHECK, "python": mxb.PYTHON_CHECK}
+
+
+def _vjp(plan, x: np.ndarray, g: np.ndarray, dtype: str) -> np.ndarray:
+    got = BACKEND.vjp(lambda t: BACKEND.pool(t, plan), nd.array(x, dtype=dtype),
+                      nd.array(g, dtype=dtype))
+    assert got.dtype == np.dtype(dtype)
+    return got.asnumpy()
 
 
 def test_every_route_kind_is_in_the_grid():
@@ -78,87 +93,182 @@ VALUE_CASES = [
 
 
 @pytest.mark.parametrize("dtype, which, check", VALUE_CASES)
-def test_values_equal_the_oracle(dtype, which, check, monkeypatch):
-    _force(check, monkeypatch)
-    for spec, shape, plan in PLANS:
-        x = _input(shape, dtype, which)
-        got = BACKEND.pool(nd.array(x, dtype=dtype), plan).asnumpy()
-        want = oracle.pool(x, spec).astype(dtype)
-        assert got.dtype == want.dtype, (spec, shape)
-        np.testing.assert_array_equal(got, want, err_msg=f"{spec} {shape}")
+def test_values_equal_the_oracle(dtype, which, check):
+    with _routes(CHECKS[check]):
+        for spec, shape, plan in PLANS:
+            x = _input(shape, dtype, which)
+            got = BACKEND.pool(nd.array(x, dtype=dtype), plan).asnumpy()
+            want = oracle.pool(x, spec).astype(dtype)
+            assert got.dtype == want.dtype, (spec, shape)
+            np.testing.assert_array_equal(got, want, err_msg=f"{spec} {shape}")
 
 
 @pytest.mark.parametrize("which, check", [("finite", "python"), ("one row", "pooling"),
                                           ("all rows", "in place")])
-def test_gradients_equal_the_oracle(which, check, monkeypatch):
+def test_gradients_equal_the_oracle(which, check):
     """NaN and all -inf windows too: the gradient reaches their first NaN / real -inf."""
-    _force(check, monkeypatch)
-    for spec, shape, plan in PLANS[::2]:
-        x = _input(shape, "float64", which)
-        g = RNG.standard_normal(spec.output_shape(shape))
-        got = BACKEND.vjp(lambda t, plan=plan: BACKEND.pool(t, plan),
-                          nd.array(x, dtype="float64"), nd.array(g, dtype="float64"))
-        np.testing.assert_allclose(got.asnumpy(), oracle.pool_vjp(x, spec, g), rtol=1e-12,
-                                   atol=1e-12, err_msg=f"{spec} {shape}")
+    with _routes(CHECKS[check]):
+        for spec, shape, plan in PLANS[::2]:
+            x = _input(shape, "float64", which)
+            g = RNG.standard_normal(spec.output_shape(shape))
+            np.testing.assert_allclose(_vjp(plan, x, g, "float64"),
+                                       oracle.pool_vjp(x, spec, g), rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{spec} {shape}")
 
 
-@pytest.mark.parametrize("few, separable", [(0, 99), (99, 1)])
-def test_every_view_equals_the_oracle(few, separable, monkeypatch):
-    """Channels first direct or with the channels in the batch; channels-last 2-d in one
-    pass or two (the grid's 2 channels and small windows take only one of each)."""
-    monkeypatch.setattr(mxb, "_FEW_CHANNELS", few)
-    monkeypatch.setattr(mxb, "_SEPARABLE", separable)
-    for spec, shape, plan in PLANS:
-        x = _input(shape, "float32", "one row")
-        got = BACKEND.pool(nd.array(x), plan).asnumpy()
-        np.testing.assert_array_equal(got, oracle.pool(x, spec).astype(np.float32),
-                                      err_msg=f"{spec} {shape}")
-    for spec, shape, plan in PLANS[::4]:
-        x = _input(shape, "float64", "finite")
-        g = RNG.standard_normal(spec.output_shape(shape))
-        got = BACKEND.vjp(lambda t, plan=plan: BACKEND.pool(t, plan),
-                          nd.array(x, dtype="float64"), nd.array(g, dtype="float64"))
-        np.testing.assert_allclose(got.asnumpy(), oracle.pool_vjp(x, spec, g), rtol=1e-12,
-                                   atol=1e-12, err_msg=f"{spec} {shape}")
+@pytest.mark.parametrize("routes", [*VIEWS, f"{mxb.CHANNELS_LAST_VIEW},{mxb.SEPARABLE}",
+                                    f"{mxb.FEW_CHANNELS},{mxb.FLAT_1D}", "off"])
+def test_every_view_equals_the_oracle(routes):
+    """Each view forced on every plan (the grid's 2 channels and small windows take only some
+    of them under auto): values in float32 and float16, gradients in float32."""
+    for name in routes.split(","):
+        config.routes_taken.discard(name)
+    with _routes(routes):
+        for dtype in ("float32", "float16"):
+            for spec, shape, plan in PLANS:
+                x = _input(shape, dtype, "one row")
+                got = BACKEND.pool(nd.array(x, dtype=dtype), plan).asnumpy()
+                np.testing.assert_array_equal(got, oracle.pool(x, spec).astype(dtype),
+                                              err_msg=f"{spec} {shape}")
+        for spec, shape, plan in PLANS[::3]:
+            x = _input(shape, "float32", "finite")
+            g = RNG.integers(-8, 9, size=spec.output_shape(shape)) / 4.0
+            np.testing.assert_array_equal(_vjp(plan, x, g, "float32"),
+                                          oracle.pool_vjp(x.astype(np.float64), spec, g),
+                                          err_msg=f"{spec} {shape}")
+    if routes != "off":
+        assert set(routes.split(",")) <= config.routes_taken
 
 
 @pytest.mark.parametrize("dtype, which, check", [
     ("float32", "finite", "in place"), ("float32", "one row", "pooling"),
     ("float16", "one row", "in place"), ("float64", "all rows", "pooling")])
-def test_indices_equal_the_oracle(dtype, which, check, monkeypatch):
+def test_indices_equal_the_oracle(dtype, which, check):
     """Native max plus the first tap equal to it; flagged rows take the taps."""
-    _force(check, monkeypatch)
-    for spec, shape, _ in PLANS[::2]:
-        spec = dataclasses.replace(spec, return_indices=True)
-        x = _input(shape, dtype, which)
-        got, got_idx = BACKEND.pool(nd.array(x, dtype=dtype), spec.plan(shape))
-        want, want_idx = oracle.pool(x, spec)
-        assert got.dtype == np.dtype(dtype) and got_idx.dtype == np.int64
-        np.testing.assert_array_equal(got.asnumpy(), want.astype(dtype), err_msg=f"{spec}")
-        np.testing.assert_array_equal(got_idx.asnumpy(), want_idx, err_msg=f"{spec} {shape}")
+    with _routes(CHECKS[check]):
+        for spec, shape, _ in PLANS[::2]:
+            spec = dataclasses.replace(spec, return_indices=True)
+            x = _input(shape, dtype, which)
+            got, got_idx = BACKEND.pool(nd.array(x, dtype=dtype), spec.plan(shape))
+            want, want_idx = oracle.pool(x, spec)
+            assert got.dtype == np.dtype(dtype) and got_idx.dtype == np.int64
+            np.testing.assert_array_equal(got.asnumpy(), want.astype(dtype), err_msg=f"{spec}")
+            np.testing.assert_array_equal(got_idx.asnumpy(), want_idx, err_msg=f"{spec} {shape}")
 
 
-def test_the_pooling_check_flags_an_infinity_in_a_large_plane(monkeypatch):
-    monkeypatch.setattr(mxb, "_HOST_CHECK", 0)
+def test_the_pooling_check_flags_an_infinity_in_a_large_plane():
     x = RNG.standard_normal((4, 3, 40, 50)).astype(np.float32)
     x[2, 1, 39, 49] = np.inf
     x[3, 0, 0, 0] = -np.inf
-    assert mxb._nonfinite_rows(nd.array(x)).tolist() == [2, 3]
-    x[:] = 1e38  # a float32 overflow flags the rows: only the exact path runs
-    assert mxb._nonfinite_rows(nd.array(x)).tolist() == [0, 1, 2, 3]
+    with pa.speed_routes("off"):
+        assert mxb._nonfinite_rows(nd.array(x)).tolist() == [2, 3]
+        x[:] = 1e38  # a float32 overflow flags the rows: only the exact path runs
+        assert mxb._nonfinite_rows(nd.array(x)).tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("check", ["python", "in place"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_in_place_check_reads_the_finished_input(check, dtype, monkeypatch):
-    _force(check, monkeypatch)
-    x = nd.ones((2, 3, 4, 4), dtype=dtype)
-    y = x * 2
-    y[1, 2, 3, 3] = np.nan  # a pending write: the check waits for it
-    assert mxb._nonfinite_rows(y).tolist() == [1]
-    y[0, 0, 0, 0] = -np.inf
-    assert mxb._nonfinite_rows(y).tolist() == [0, 1]
-    assert mxb._nonfinite_rows(nd.ones((2, 3, 4, 4), dtype=dtype) * 3e38) is None
+def test_in_place_check_reads_the_finished_input(check, dtype):
+    config.routes_taken.discard(CHECKS[check])
+    with _routes(CHECKS[check]):
+        x = nd.ones((2, 3, 4, 4), dtype=dtype)
+        y = x * 2
+        y[1, 2, 3, 3] = np.nan  # a pending write: the check waits for it
+        assert mxb._nonfinite_rows(y).tolist() == [1]
+        y[0, 0, 0, 0] = -np.inf
+        assert mxb._nonfinite_rows(y).tolist() == [0, 1]
+        assert mxb._nonfinite_rows(nd.ones((2, 3, 4, 4), dtype=dtype) * 3e38) is None
+    assert CHECKS[check] in config.routes_taken
+
+
+def test_routes_off_takes_none_and_auto_follows_the_tuning():
+    x = nd.array(_input((2, 3, 40, 40), "float16", "finite"), dtype="float16")
+    config.routes_taken.clear()
+    with pa.speed_routes("off"):
+        pa.pool2d(x, "max", 3, data_format="channels_first")
+    assert not config.routes_taken  # "off" asks no route, and records none
+    spec = make_spec("max", 10, data_format="channels_last", ndim=2)
+    x = _input((2, 40, 40, 3), "float32", "finite")
+    for cells in (100, 101):  # the tuning says where auto takes the separable max
+        mxb.TUNING.separable_cells, old = cells, mxb.TUNING.separable_cells
+        try:
+            with pa.speed_routes("auto"):
+                got = BACKEND.pool(nd.array(x), spec.plan(x.shape)).asnumpy()
+        finally:
+            mxb.TUNING.separable_cells = old
+        np.testing.assert_array_equal(got, oracle.pool(x, spec))
+
+
+# ------------------------------------------------------------------ recorded gradients
+
+REGRESSION = [
+    pytest.param(shape, k, s, p, ceil, fmt, id=f"{'x'.join(map(str, shape))}-k{k}s{s}p{p}"
+                 f"{'-ceil' if ceil else ''}-{fmt}")
+    for shape in ((2, 3, 7, 6), (2, 16, 9, 9), (1, 1, 8, 8), (4, 64, 14, 14))
+    for k, s, p, ceil in ((2, 2, 0, False), (3, 2, 1, True), (3, 1, 1, False), (2, 1, 0, True))
+    for fmt in ("channels_first", "channels_last")
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("shape, k, s, p, ceil, fmt", REGRESSION)
+def test_recorded_max_gradient_is_exact(shape, k, s, p, ceil, fmt, dtype):
+    """Reported: float32 gradients went to wrong cells (few channels in the batch, every
+    channels-last shape): oneDNN's backward read an argmax its forward, run on a view by
+    MXNet's own kernel, never stored. Loss sum(y * w) against the float64 VJP of the same
+    rounded input, under auto, with every route off and with every route on."""
+    if fmt == "channels_last":
+        shape = (shape[0], *shape[2:], shape[1])
+    x = RNG.standard_normal(shape).astype(dtype)
+    spec = make_spec("max", k, s, p, ceil_mode=ceil, data_format=fmt, ndim=2)
+    w = RNG.integers(-8, 9, size=spec.output_shape(shape)) / 4.0
+    want = oracle.pool_vjp(x.astype(np.float64), spec, w)
+    for setting in ("auto", "off", "on"):
+        t = nd.array(x, dtype=dtype)
+        t.attach_grad()
+        with _routes(setting), mx.autograd.record():
+            y = pa.pool2d(t, "max", k, s, p, ceil_mode=ceil, data_format=fmt)
+            loss = (y * nd.array(w, dtype=dtype)).sum()
+        loss.backward()
+        assert t.grad.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(t.grad.asnumpy().astype(np.float64), want,
+                                      err_msg=setting)
+
+
+@pytest.mark.parametrize("how", ["train_mode=False", "a view", "hybridized train_mode=False",
+                                 "hybridized view"])
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+def test_recorded_max_gradient_is_exact_outside_training_and_on_a_view(how, fmt):
+    """oneDNN's forward stores no argmax in inference mode, nor on a view (MXNet's own
+    kernel runs it): the backward read a stale one. Both reach users: gradients of an
+    input in inference mode (saliency maps), and x.reshape(...) before the pooling."""
+    base = RNG.standard_normal((4, 16, 9, 9)).astype(np.float32)
+    x_np = base.reshape(8, 8, 9, 9)
+    if fmt == "channels_last":
+        x_np = np.ascontiguousarray(x_np.transpose(0, 2, 3, 1))
+        base = x_np.reshape(4, 16, 9, 9)
+    spec = make_spec("max", 3, 2, 1, data_format=fmt, ndim=2)
+    w = RNG.integers(-8, 9, size=spec.output_shape(x_np.shape)) / 4.0
+    block = layers.MaxPool2D(3, 2, 1, layout="NCHW" if fmt == "channels_first" else "NHWC")
+    if how.startswith("hybridized"):
+        block.hybridize()
+    t = nd.array(base if how.endswith("view") else x_np)
+    t.attach_grad()
+    with mx.autograd.record(train_mode=not how.endswith("train_mode=False")):
+        u = t.reshape(x_np.shape) if how.endswith("view") else t
+        y = block(u)
+        assert y.shape == w.shape
+        loss = (y * nd.array(w)).sum()
+    loss.backward()
+    got = t.grad.asnumpy().reshape(x_np.shape).astype(np.float64)
+    np.testing.assert_array_equal(got, oracle.pool_vjp(x_np.astype(np.float64), spec, w))
+
+
+# ------------------------------------------------------------------ hybridized graphs
+
+
+def _graph_ops(block) -> set[str]:
+    return {n["op"] for n in json.loads(block._cached_graph[1].tojson())["nodes"]}
 
 
 @pytest.mark.parametrize("layout, ndim", [("NCW", 1), ("NWC", 1), ("NHWC", 2), ("NCHW", 2),
@@ -172,6 +282,19 @@ def test_hybridized_graph_has_no_transpose_or_pad(layout, ndim):
     got = block(nd.array(x_np, dtype="float16")).asnumpy()
     want = oracle.pool(x_np, make_spec("max", 3, 2, "same", data_format=layout, ndim=ndim))
     np.testing.assert_array_equal(got, want.astype(np.float16))
-    ops = {n["op"] for n in json.loads(block._cached_graph[1].tojson())["nodes"]}
+    ops = _graph_ops(block)
     assert "Pooling" in ops
     assert not ops & {"transpose", "Concat", "concat", "Pad", "pad"}, ops
+
+
+def test_hybridized_graph_is_built_with_the_routes_set_when_called():
+    """A graph built with the channels-last view reshapes; with routes off it pools in the
+    NHWC layout (no reshape); a change of setting rebuilds it."""
+    block = layers.MaxPool2D(3, 2, 1, layout="NHWC")
+    block.hybridize()
+    x_np = _input((2, 7, 6, 3), "float32", "one row")
+    want = oracle.pool(x_np, make_spec("max", 3, 2, 1, data_format="NHWC", ndim=2))
+    for setting, reshapes in (("off", False), (mxb.CHANNELS_LAST_VIEW, True), ("off", False)):
+        with _routes(setting):
+            np.testing.assert_array_equal(block(nd.array(x_np)).asnumpy(), want)
+        assert ("Reshape" in _graph_ops(block)) is reshapes, setting
