@@ -1,25 +1,20 @@
 """The TensorFlow backend: ``tf.nn`` pooling, exact emulation where TF falls short.
 
-A plan that MaxPool/AvgPool can express is one native call: ``valid``, TF's own ``SAME``
-(= ``same_upper``, which for avg excludes padding as canonical avg does) and, for max,
-MaxPool's explicit padding (not under XLA, which lacks it: there the input is padded).
-Channels-first 2-D input runs on TF's NCHW kernel (oneDNN's on CPU) when it has one and
-8+ channels or a small tensor; its CPU gradient exists only in NHWC, so where a gradient
-may be asked for (a tape, a graph) a ``tf.custom_gradient`` computes it there. Other
-channels-first input is transposed in and out. A padded avg or lp sums its windows with a
-depthwise convolution of ones (which pads by itself) and divides by the plan's constant
-divisor map; elsewhere the input is padded (-inf or the dtype minimum for max, zeros for
-sums) and pooled VALID. Quirks closed here:
+The plain translation: a plan MaxPool/AvgPool expresses is one native call (``valid``; for
+max, MaxPool's explicit padding, except under XLA, which lacks it); elsewhere the input is
+padded (-inf or the dtype minimum for max, zeros for sums) and pooled VALID, and an avg whose
+windows count fewer cells than the window is rescaled by the plan's constant divisor map.
+Channels-first input is transposed in and out. Quirks closed here:
 
 * MaxPool drops NaN and starts from the lowest finite value (an all-NaN or all -inf window
   gives -3.4e38 eager): when the input holds a NaN or -inf (one reduction tells: eagerly its
-  minimum, read by NumPy for a tiny CPU tensor; in graphs its sum, as XLA's min drops NaN),
-  the max is redone on integer order keys of the floats, which is exact. That one read of
-  the input is the backend's whole cost over MaxPool on large inputs.
-* XLA's SAME MaxPool gradient sends ties to the wrong cell: under XLA, SAME max is padded.
-* Every TF CPU kernel and cast (XLA included) treats subnormals as zero: a known deviation
-  for bfloat16, float32 and float64 (float16 runs in float32, where its subnormals are
-  normal). Detecting them would cost more than the pool: TF itself never makes one on CPU.
+  minimum; in graphs its sum, as XLA's min drops NaN), the max is redone on integer order
+  keys of the floats, which is exact. That one read of the input is the backend's whole cost
+  over MaxPool on large inputs.
+* XLA's SAME MaxPool gradient sends ties to the wrong cell: under XLA, max never uses SAME.
+* TF's CPU kernels and casts (XLA included) treat subnormals as zero where the CPU flushes
+  them (x86): a known deviation for each dtype where a probe finds it (float16 runs in
+  float32, where its subnormals are normal). Detecting them would cost more than the pool.
 * MaxPool3D's gradient goes to *every* tied maximum and its kernels lack float16, float64
   and integers: 3-D pooling runs as two 2-D pools, (H, W) then D, which keeps the first-
   maximum gradient rule and every dtype.
@@ -30,6 +25,30 @@ sums) and pooled VALID. Quirks closed here:
 * Indices (and adaptive max) gather every window's cells and pick the first maximum in
   row-major order by order key; values are then gathered at that index, so the gradient is
   exact. (``max_pool_with_argmax`` is 2-D only, NHWC only, NaN-order dependent.)
+
+Speed routes (``BACKEND.speed_routes``; ``pa.speed_routes`` turns them off or forces them on
+wherever they apply; ``TUNING`` holds the thresholds ``auto`` uses):
+
+* ``tensorflow.nchw_kernel``: 2-D channels-first input on TF's NCHW kernel instead of two
+  transposes, with 8+ channels or a small tensor. On CPU only oneDNN has one (float32; off
+  with ``TF_ENABLE_ONEDNN_OPTS=0``): the route is listed only where TF has it. Its CPU
+  gradient is NHWC only, so where a gradient may be asked for (a tape, a graph) a
+  ``tf.custom_gradient`` computes it there.
+* ``tensorflow.native_same``: a plan whose windows are TF's SAME windows (``same_upper``, or
+  e.g. padding 1 of a 3/2 window over an odd size) is one SAME call, whose avg excludes the
+  padding as canonical avg does (no divisor map, no padded copy).
+* ``tensorflow.depthwise_sum``: a padded 2-D channels-last avg or lp sums its windows with
+  one depthwise convolution of ones, which pads by itself (AvgPool takes no explicit
+  padding: a padded copy).
+* ``tensorflow.raw_op``: 2-D pools call the raw op with cached attributes (``tf.nn``'s
+  wrapper re-validates its arguments on every call).
+* ``tensorflow.indices_taps``: max with indices takes the native max, then, tap by tap, which
+  cells equal it, instead of gathering every window's cells.
+* ``tensorflow.host_nan_check``: the eager NaN/-inf check of a small CPU tensor reads it
+  with NumPy instead of a TF reduction.
+
+Routes are chosen when a call runs eagerly, or when a ``tf.function`` is traced: a traced
+graph keeps the routes of its tracing (trace under the setting you mean).
 """
 
 from __future__ import annotations
@@ -37,14 +56,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from pooladapt import config, lowering
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, same_pads
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 _EMULATED = ("lp", "symmetric_padding", "asymmetric_padding", "ceil_mode", "dilation",
@@ -84,18 +105,16 @@ def _pad(x: tf.Tensor, pads, fill, channels_first: bool) -> tf.Tensor:
     return tf.pad(x, pads, constant_values=fill)
 
 
-@cache
-def _nchw_kernel(kind: str, dtype: tf.DType) -> bool:
-    """True when TF has a channels-first forward kernel for this pool and dtype here (CPU:
-    oneDNN's, float32 and bfloat16, none with ``TF_ENABLE_ONEDNN_OPTS=0``); tried once."""
-    with tf.init_scope():
-        try:
-            _raw_pool(kind, tf.zeros([1, 1, 2, 2], dtype), ksize=[1, 1, 2, 2],
-                      strides=[1, 1, 1, 1], padding="VALID", data_format="NCHW")
-            return True
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-                tf.errors.NotFoundError):
-            return False
+def _in_xla() -> bool:
+    """True while tracing for XLA (``jit_compile``), which lacks explicit pooling padding.
+
+    Known only at trace time: a plain ``tf.function`` traced outside XLA and later called
+    inside a ``jit_compile`` one keeps its explicit-padding MaxPool, which XLA rejects (an
+    error, never a wrong value)."""
+    if tf.executing_eagerly():
+        return False
+    enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
+    return enclosing is None or enclosing() is not None
 
 
 def _raw_pool(kind: str, x: tf.Tensor, **args) -> tf.Tensor:
@@ -104,20 +123,110 @@ def _raw_pool(kind: str, x: tf.Tensor, **args) -> tf.Tensor:
     return tf.raw_ops.AvgPool(value=x, **args)
 
 
-_NCHW_SMALL = 1 << 16  # cells: below this TF's NCHW kernel beats two transposes at any shape
+# ---------------------------------------------------------------------------- speed routes
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Where the size-dependent routes pay under ``auto`` (measured on x86 CPUs)."""
+
+    nchw_channels: int = 8  # NCHW kernel from this many channels (oneDNN's NCHW pooling of
+    nchw_small: int = 1 << 16  # a few large planes is 5-20x slower than two transposes), or
+    # up to this many cells, where it beats two transposes at any shape
+    host_check: int = 1 << 14  # cells: up to here a NumPy read of a CPU tensor beats a TF op
+
+
+TUNING = Tuning()
+
+NCHW_KERNEL = "tensorflow.nchw_kernel"
+NATIVE_SAME = "tensorflow.native_same"
+DEPTHWISE_SUM = "tensorflow.depthwise_sum"
+RAW_OP = "tensorflow.raw_op"
+INDICES_TAPS = "tensorflow.indices_taps"
+HOST_NAN_CHECK = "tensorflow.host_nan_check"
+
+
+@cache
+def _nchw_kernel(kind: str, dtype: tf.DType) -> bool:
+    """True when TF has a channels-first CPU kernel for this pool and dtype. Only oneDNN has
+    one (on by default on CPUs with AVX-512 VNNI/BF16 or AMX, off with
+    ``TF_ENABLE_ONEDNN_OPTS=0``); float32 only, as its float16 and bfloat16 kernels depend on
+    CPU features TF does not report. Read from TF's build and kernel registry, never tried:
+    a refused kernel logs an error into the user's output."""
+    if dtype != tf.float32:
+        return False
+    try:
+        from tensorflow.python.framework import kernels
+        from tensorflow.python.util import _pywrap_util_port
+
+        if not _pywrap_util_port.IsMklEnabled():
+            return False
+        registered = kernels.get_registered_kernels_for_op(
+            "_MklNativeMaxPool" if kind == "MAX" else "_MklNativeAvgPool")
+    except (ImportError, AttributeError, tf.errors.OpError):  # pragma: no cover - other TFs
+        return False
+    return any(k.device_type == "CPU" and all(
+        tf.float32.as_datatype_enum in c.allowed_values.list.type for c in k.constraint)
+        for k in registered.kernel)
 
 
 def _nchw_route(x: tf.Tensor, plan: PoolPlan, kind: str) -> bool:
-    """True when the channels-first ``x`` is pooled on TF's NCHW kernel, not transposed: a
-    2-D plan without dilation, a kernel for the dtype, not under XLA (whose NCHW MaxPool
-    gradient with SAME padding misplaces ties), and 8 or more channels or a small tensor
-    (oneDNN's NCHW pooling of a few large planes is 5-20x slower than two transposes)."""
+    """Pool the channels-first ``x`` on TF's NCHW kernel? It applies to a 2-D plan without
+    dilation with a kernel for the dtype, not under XLA (whose NCHW MaxPool gradient with
+    SAME padding misplaces ties)."""
     spec = plan.spec
     if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
             and _nchw_kernel(kind, x.dtype)) or _in_xla():
         return False
     cells = x.shape.num_elements()
-    return (x.shape[1] or 0) >= 8 or (cells is not None and cells <= _NCHW_SMALL)
+    return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= TUNING.nchw_channels
+                             or (cells is not None and cells <= TUNING.nchw_small))
+
+
+def _same_route(plan: PoolPlan, kind: str) -> bool:
+    """One native SAME call? It applies where TF's SAME gives the plan's windows; for max not
+    under XLA, whose SAME MaxPool gradient sends ties to the wrong cell. (Avg callers ask only
+    where padding is not counted: SAME avg excludes it.)"""
+    spec = plan.spec
+    if not (plan.has_padding and all(r == 1 for r in spec.dilation)
+            and _same_windows(plan)) or (kind == "MAX" and _in_xla()):
+        return False
+    return config.take_route(NATIVE_SAME, True)
+
+
+@lru_cache(maxsize=256)
+def _same_windows(plan: PoolPlan) -> bool:
+    return lowering.same_windows(plan)
+
+
+def _depthwise_route(x: tf.Tensor, plan: PoolPlan) -> bool:
+    """Sum the windows with a depthwise convolution? It applies to a padded 2-D channels-last
+    plan without dilation with equal strides and a static channel count."""
+    spec = plan.spec
+    if not (plan.has_padding and spec.ndim == 2 and not spec.channels_first
+            and spec.stride[0] == spec.stride[1] and all(r == 1 for r in spec.dilation)
+            and x.shape[-1] is not None):
+        return False
+    return config.take_route(DEPTHWISE_SUM, True)
+
+
+def _window_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor:
+    """Sum of every window over a channels-last float ``x`` (padding counting 0)."""
+    spec = plan.spec
+    ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
+    return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],
+                                  [(0, 0), *plan.total_pads, (0, 0)])
+
+
+@lru_cache(maxsize=256)
+def _nhwc_args(window, stride, padding) -> dict[str, Any]:
+    """Attributes of a 2-D NHWC MaxPool/AvgPool; explicit ``padding`` (MaxPool only) as
+    ``(low, high)`` pairs."""
+    args = dict(ksize=[1, *window, 1], strides=[1, *stride, 1], padding=padding)
+    if not isinstance(padding, str):
+        pads = [0, 0, *(p for pair in padding for p in pair), 0, 0]
+        args.update(padding="EXPLICIT", explicit_paddings=pads)
+    return args
 
 
 def _could_record() -> bool:
@@ -159,6 +268,24 @@ def _pool_nchw(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tens
     return pool(x)
 
 
+def _host_check(x: tf.Tensor, cells: int) -> bool:
+    """Read the eager ``x`` with NumPy for the NaN check? It applies to a CPU tensor."""
+    return x.device.endswith("CPU:0") and config.take_route(HOST_NAN_CHECK,
+                                                            cells <= TUNING.host_check)
+
+
+def _taps_route(x: tf.Tensor, plan: PoolPlan) -> bool:
+    """Max with indices from the native max and a tap-by-tap match? It applies to floats (its
+    phase grid is padded with -inf) where every window holds a real cell, on planes under
+    2**30 cells."""
+    if not x.dtype.is_floating or plan.all_padding_windows or math.prod(plan.in_size) >= 2**30:
+        return False
+    return config.take_route(INDICES_TAPS, True)
+
+
+# ---------------------------------------------------------------------------- the translation
+
+
 def _native(x: tf.Tensor, kind: str, window, stride, padding, dilation) -> tf.Tensor:
     """tf.nn pooling of a channels-last tensor; ``kind`` is "MAX" or "AVG"; ``padding`` is
     "SAME", "VALID" or, for max without dilation, explicit ``(low, high)`` pairs."""
@@ -181,35 +308,12 @@ def _native(x: tf.Tensor, kind: str, window, stride, padding, dilation) -> tf.Te
         y = tf.nn.pool(x, window, kind, strides=[1] * len(window), padding=padding,
                        dilations=dilation)
         return y[(slice(None), *(slice(None, None, s) for s in stride))]
-    if len(window) == 2:  # the raw op: tf.nn's wrapper re-validates its arguments per call
+    if len(window) == 2 and config.take_route(RAW_OP, True):
         return _raw_pool(kind, x, **_nhwc_args(window, stride, padding))
     if not isinstance(padding, str):
         padding = [(0, 0), *padding, (0, 0)]
     pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
     return pool(x, window, stride, padding)
-
-
-@lru_cache(maxsize=256)
-def _nhwc_args(window, stride, padding) -> dict[str, Any]:
-    """Attributes of a 2-D NHWC MaxPool/AvgPool; explicit ``padding`` (MaxPool only) as
-    ``(low, high)`` pairs."""
-    args = dict(ksize=[1, *window, 1], strides=[1, *stride, 1], padding=padding)
-    if not isinstance(padding, str):
-        pads = [0, 0, *(p for pair in padding for p in pair), 0, 0]
-        args.update(padding="EXPLICIT", explicit_paddings=pads)
-    return args
-
-
-@lru_cache(maxsize=256)
-def _is_tf_same(plan: PoolPlan) -> bool:
-    """True when TF's own SAME padding gives the plan's windows: same first window and count
-    in every dim (``same_upper``, and e.g. padding 1 of a 3/2 window over an odd size)."""
-    spec = plan.spec
-    if not plan.has_padding or any(r != 1 for r in spec.dilation):
-        return False
-    return all(out == -(-n // s) and lo == same_pads(n, k, s, lower=False)[0]
-               for n, k, s, out, (lo, _) in zip(plan.in_size, spec.window, spec.stride,
-                                                plan.out_size, plan.pads))
 
 
 @lru_cache(maxsize=256)
@@ -221,66 +325,36 @@ def _explicit_ok(plan: PoolPlan) -> bool:
                zip(spec.dilation, spec.window, plan.total_pads))
 
 
-def _in_xla() -> bool:
-    """True while tracing for XLA (``jit_compile``), which lacks explicit pooling padding.
-
-    Known only at trace time: a plain ``tf.function`` traced outside XLA and later called
-    inside a ``jit_compile`` one keeps its explicit-padding MaxPool, which XLA rejects (an
-    error, never a wrong value)."""
-    if tf.executing_eagerly():
-        return False
-    enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
-    return enclosing is None or enclosing() is not None
-
-
 def _reduce(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill=None) -> tf.Tensor:
     """Max or mean of every window of the plan over ``x`` (in the spec's layout); padded
     cells hold ``fill`` (default: the dtype's lowest value for max, 0 for the mean). With
-    ``same`` (only when :func:`_is_tf_same`), TF's SAME: its mean excludes the padding;
-    otherwise the mean divides by the whole window. Channels-first input runs on TF's NCHW
-    kernel where there is one (2-D, no dilation), else transposed around the NHWC pool."""
+    ``same`` (:func:`_same_route` said so), TF's SAME: its mean excludes the padding;
+    otherwise the mean divides by the whole window."""
     spec = plan.spec
     if fill is None:
         fill = _lowest(x.dtype) if kind == "MAX" else 0
-    if spec.channels_first:
-        if not _nchw_route(x, plan, kind):
-            return _from_last(_reduce_last(_to_last(x, True), plan, kind, same, fill), True)
-        if same:
-            return _pool_nchw(x, kind, spec.window, spec.stride, "SAME")
-        if plan.has_padding:  # the NCHW kernels take no explicit padding
-            x = _pad(x, plan.total_pads, fill, True)
-        return _pool_nchw(x, kind, spec.window, spec.stride, "VALID")
-    return _reduce_last(x, plan, kind, same, fill)
+    if not spec.channels_first:
+        return _reduce_last(x, plan, kind, same, fill)
+    if not _nchw_route(x, plan, kind):
+        return _from_last(_reduce_last(_to_last(x, True), plan, kind, same, fill), True)
+    if same:
+        return _pool_nchw(x, kind, spec.window, spec.stride, "SAME")
+    if plan.has_padding:  # the NCHW kernels take no explicit padding
+        x = _pad(x, plan.total_pads, fill, True)
+    return _pool_nchw(x, kind, spec.window, spec.stride, "VALID")
 
 
 def _reduce_last(x: tf.Tensor, plan: PoolPlan, kind: str, same: bool, fill) -> tf.Tensor:
     """:func:`_reduce` of a channels-last ``x``."""
     spec = plan.spec
-    xla = _in_xla()
-    if same and not (xla and kind == "MAX"):
+    if same:
         return _native(x, kind, spec.window, spec.stride, "SAME", spec.dilation)
-    # XLA's SAME MaxPool gradient sends ties to the wrong cell: padded VALID there
-    if kind == "MAX" and plan.has_padding and _explicit_ok(plan) and not xla:
+    if kind == "MAX" and plan.has_padding and _explicit_ok(plan) and not _in_xla():
         # MaxPool's own explicit padding (no copy); XLA has none
         return _native(x, kind, spec.window, spec.stride, plan.total_pads, spec.dilation)
     if plan.has_padding:
         x = _pad(x, plan.total_pads, fill, False)
     return _native(x, kind, spec.window, spec.stride, "VALID", spec.dilation)
-
-
-def _window_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor | None:
-    """Sum of every window of a padded 2-D plan over a channels-last float ``x`` (padding
-    counting 0) as one depthwise convolution with a filter of ones, which pads by itself
-    (AvgPool takes no explicit padding: a padded copy); None where it does not apply (its
-    strides must be equal; channels first it would transpose)."""
-    spec = plan.spec
-    if not (plan.has_padding and spec.ndim == 2 and not spec.channels_first
-            and spec.stride[0] == spec.stride[1] and all(r == 1 for r in spec.dilation)
-            and x.shape[-1] is not None):
-        return None
-    ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
-    return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],
-                                  [(0, 0), *plan.total_pads, (0, 0)])
 
 
 def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
@@ -305,16 +379,13 @@ def _exact_max(x: tf.Tensor, window_max: Callable[..., tf.Tensor]) -> tf.Tensor:
     return tf.cond(_suspect(x), exact, lambda: y)
 
 
-_HOST_CHECK = 1 << 14  # cells: below this a NumPy read of a CPU tensor beats a TF op
-
-
 def _suspect_now(x: tf.Tensor) -> bool:
     """:func:`_suspect` for an eager float tensor: its minimum is NaN or -inf. TF's eager
     reduce_min propagates NaN (only XLA's drops it) and never overflows."""
     n = x.shape.num_elements()
     if not n:
         return False
-    if n <= _HOST_CHECK and x.device.endswith("CPU:0"):
+    if _host_check(x, n):
         with np.errstate(invalid="ignore"):
             return not np.min(x.numpy()) > -np.inf
     return not bool(tf.reduce_min(x) > -np.inf)
@@ -347,42 +418,7 @@ def _power(x: tf.Tensor, p: float) -> tf.Tensor:
     return tf.abs(x) if p == 1.0 else tf.pow(tf.abs(x), p)
 
 
-def _window_table(index, valid, in_size) -> tuple[np.ndarray, np.ndarray]:
-    """Flat plane index and validity of every window cell, shaped (windows, cells), from
-    per-dim (out, width) coordinate and validity tables; invalid cells point at 0."""
-    flat, ok = np.zeros((), np.int64), np.ones((), bool)
-    for d, (idx, val) in enumerate(zip(index, valid)):
-        flat = np.add.outer(flat, idx * math.prod(in_size[d + 1:]))
-        ok = np.logical_and.outer(ok, val)
-    nd = len(index)
-    order = [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)]
-    n_out = math.prod(idx.shape[0] for idx in index)
-    flat = flat.transpose(order).reshape(n_out, -1)
-    ok = ok.transpose(order).reshape(n_out, -1)
-    return np.where(ok, flat, 0), ok
-
-
-@lru_cache(maxsize=256)
-def _pool_table(plan: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
-    spec = plan.spec
-    index, valid = [], []
-    for d in range(spec.ndim):
-        starts = np.asarray(plan.window_starts(d), dtype=np.int64)
-        coords = starts[:, None] + spec.dilation[d] * np.arange(spec.window[d])[None, :]
-        index.append(coords)
-        valid.append((coords >= 0) & (coords < plan.in_size[d]))
-    return _window_table(index, valid, plan.in_size)
-
-
-@lru_cache(maxsize=256)
-def _adaptive_table(plan: AdaptivePlan) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [plan.gather(d) for d in range(plan.spec.ndim)]
-    return _window_table([p[0] for p in pairs], [p[1] for p in pairs], plan.in_size)
-
-
 _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
-
-
 
 
 def _order_key(t: tf.Tensor) -> tf.Tensor:
@@ -429,34 +465,22 @@ def _first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.
     return y, idx
 
 
-_FLUSHED = ("TensorFlow's CPU kernels and casts (XLA included) treat subnormals as zero: an "
-            "average or lp result below the smallest normal float comes out 0, and a max "
-            "compares a subnormal equal to 0 (so [0, 1e-40] gives 0, index 0), unless the "
-            "input also holds a NaN or -inf, which takes the exact path")
-
-
 def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
-    """Max pooling with per-plane indices of the first maximum. Fast path: the native max,
-    then, tap by tap, which cells equal it; the first maximum is the one nearest the window's
-    start. Exact when every window holds a real cell and :func:`_suspect` finds nothing;
-    otherwise the gather path (:func:`_first_max`)."""
+    """Max pooling with per-plane indices of the first maximum: every window's cells gathered
+    (:func:`_first_max`), or the ``indices_taps`` route: the native max, then, tap by tap,
+    which cells equal it; the first maximum is the one nearest the window's start. That is
+    exact when :func:`_suspect` finds nothing; otherwise the gather runs."""
     spec = plan.spec
     cf = spec.channels_first
 
     def gather():
-        table, valid = _pool_table(plan)
+        table, valid = lowering.window_cells(plan)
         return _first_max(x, cf, table, valid, plan.out_size)
 
-    if not x.dtype.is_floating or plan.all_padding_windows or math.prod(plan.in_size) >= 2**30:
+    if not _taps_route(x, plan):
         return gather()
-
-    same = _is_tf_same(plan)
-
-    def window_max(t: tf.Tensor, fill) -> tf.Tensor:
-        return _reduce_last(t, plan, "MAX", same, _lowest(t.dtype) if fill is None else fill)
-
     xl = _to_last(x, cf)
-    y = window_max(xl, None)
+    y = _reduce_last(xl, plan, "MAX", _same_route(plan, "MAX"), _lowest(x.dtype))
 
     def taps():
         pads, lengths, taps = _tap_views(plan)
@@ -471,7 +495,7 @@ def _max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tenso
         best = tf.zeros_like(y, tf.int32)
         for view, offset in taps:
             best = tf.maximum(best, tf.cast(tf.equal(grid[view], y), tf.int32) * (top - offset))
-        base = tf.constant(_window_base(plan)[None, ..., None])
+        base = tf.constant(lowering.window_origins(plan)[None, ..., None])
         idx = base + tf.cast(top - best, tf.int64)
         return _from_last(y, cf), _from_last(idx, cf)
 
@@ -500,21 +524,42 @@ def _tap_views(plan: PoolPlan):
     return tuple(pads), tuple(lengths), taps
 
 
-@lru_cache(maxsize=256)
-def _window_base(plan: PoolPlan) -> np.ndarray:
-    """Per-plane flat index of every window's first tap (negative inside the padding)."""
-    base = np.zeros((), np.int64)
-    for d in range(plan.spec.ndim):
-        starts = np.asarray(plan.window_starts(d), np.int64)
-        base = np.add.outer(base, starts * math.prod(plan.in_size[d + 1:]))
-    return base
+# ---------------------------------------------------------------------------- subnormals
+
+
+@cache
+def _flushes_subnormals(dtype: tf.DType) -> bool:
+    """True when TF's CPU kernels here read a subnormal of ``dtype`` as zero (x86 CPUs, where
+    TF sets the flush-to-zero and denormals-are-zero modes)."""
+    tiny = np.finfo(dtype.as_numpy_dtype).smallest_subnormal
+    with tf.init_scope(), tf.device("/CPU:0"):
+        return bool(tf.equal(tf.constant(tiny, dtype), tf.zeros([], dtype)))
+
+
+def _flushed(dtype: str) -> str:
+    return (f"TensorFlow's CPU kernels and casts (XLA included) here treat {dtype} subnormals "
+            "as zero: an average or lp result below the smallest normal number comes out 0, "
+            "and a max compares a subnormal equal to 0 (so [0, tiny] may give 0, index 0), "
+            "unless the input also holds a NaN or -inf, which takes the exact path")
+
+
+# ---------------------------------------------------------------------------- the backend
 
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
     framework = "tensorflow"
     supports_autograd = True
-    known_deviations = {f"subnormals:{d}": _FLUSHED for d in ("bfloat16", "float32", "float64")}
+    speed_routes = tuple(r for r in (NCHW_KERNEL, NATIVE_SAME, DEPTHWISE_SUM, RAW_OP,
+                                     INDICES_TAPS, HOST_NAN_CHECK)
+                         if r != NCHW_KERNEL or _nchw_kernel("MAX", tf.float32)
+                         or _nchw_kernel("AVG", tf.float32))
+
+    @property
+    def known_deviations(self) -> dict[str, str]:  # type: ignore[override]
+        """Subnormals, for each dtype whose subnormals TF's CPU kernels flush here."""
+        return {f"subnormals:{d}": _flushed(d) for d in ("bfloat16", "float32", "float64")
+                if _flushes_subnormals(tf.as_dtype(d))}
 
     def version(self) -> str:
         return tf.__version__
@@ -537,7 +582,7 @@ class TensorflowBackend(Backend):
         if spec.return_indices:
             return _max_with_indices(x, plan)
         if spec.mode == "max":
-            same = _is_tf_same(plan)
+            same = _same_route(plan, "MAX")
             y = _exact_max(x, lambda t, fill: _reduce(t, plan, "MAX", same, fill))
             if plan.all_padding_windows and x.dtype.is_floating:
                 # MaxPool starts from the lowest finite value: a window of padding only
@@ -549,15 +594,17 @@ class TensorflowBackend(Backend):
         xw = tf.cast(x, work)
         if spec.mode == "lp":
             xw = _power(xw, spec.p)
-            s = _window_sum(xw, plan)
-            if s is None:
+            if _depthwise_route(xw, plan):
+                s = _window_sum(xw, plan)
+            else:
                 s = _reduce(xw, plan, "AVG", same=False) * plan.window_size
             return tf.cast(_root(s, spec.p), x.dtype)
-        if (_is_tf_same(plan) and not spec.count_include_pad) or not plan.has_padding:
-            return tf.cast(_reduce(xw, plan, "AVG", same=plan.has_padding), x.dtype)
-        s = _window_sum(xw, plan)
-        if s is not None:
-            y = s / _spatial_const(plan.divisor_map, work, cf)
+        if not plan.has_padding:
+            return tf.cast(_reduce(xw, plan, "AVG", same=False), x.dtype)
+        if not spec.count_include_pad and _same_route(plan, "AVG"):
+            return tf.cast(_reduce(xw, plan, "AVG", same=True), x.dtype)
+        if _depthwise_route(xw, plan):
+            y = _window_sum(xw, plan) / _spatial_const(plan.divisor_map, work, cf)
         else:  # the mean over whole windows, rescaled where a window counts fewer cells
             y = _reduce(xw, plan, "AVG", same=False)
             if plan.uniform_divisor != plan.window_size:
@@ -591,10 +638,8 @@ class TensorflowBackend(Backend):
 
     def adaptive_pool(self, x: tf.Tensor, plan: AdaptivePlan):
         spec = plan.spec
-        if plan.uniform:
-            return self.pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
         if spec.mode == "max":
-            table, valid = _adaptive_table(plan)
+            table, valid = lowering.bin_cells(plan)
             y, idx = _first_max(x, spec.data_format == "channels_first", table, valid,
                                 plan.out_size)
             return (y, idx) if spec.return_indices else y
@@ -620,9 +665,7 @@ class TensorflowBackend(Backend):
         rows = tf.reshape(yc, [n * channels, math.prod(yc.shape[2:])])
         flat = tf.reshape(tf.cast(ic, tf.int64), tf.shape(rows, out_type=tf.int64))
         if tf.executing_eagerly() and flat.shape.num_elements():
-            top = int(tf.reduce_max(flat))
-            if top >= size:
-                raise ValueError(f"an index ({top}) is outside the output plane {out_size!r}")
+            lowering.check_unpool_index(int(tf.reduce_max(flat)), out_size)
         # negative (all-padding) and, in graphs, out-of-range indices go to a dropped slot
         flat = tf.where((flat < 0) | (flat >= size), tf.constant(size, tf.int64), flat)
         n_rows = tf.shape(flat, tf.int64)[0]
