@@ -6,34 +6,46 @@ maximum, which is the first maximum in row-major window order, NaN included). A 
 one dim loops over that dim's taps, never over output cells: each tap is one strided slice
 of the pass's source combined in place into its destination, so a k x k window costs 2k
 slice operations instead of k*k. Taps that land in padding are simply not read, so no padded
-copy is made and padding can never win a max.
+copy is made and padding can never win a max. 16-bit floats go through float32, where NumPy's
+loops are vectorised; max stays exact.
 
-Speed (docs/benchmarks.md): the work runs in blocks of batch items, channels (when they come
-first) and outer-dim rows, sized so a block's intermediates stay in cache; peak memory is
-the output plus a few blocks. A pass whose slices would be short strided runs (the inner
-dims of NCHW, the width of NHWC) first splits its source by stride phase into contiguous
-buffers, so every tap becomes one long contiguous op. Large jobs spread their blocks over a
-thread pool (NumPy releases the GIL in its loops; ``POOLADAPT_NUMPY_THREADS`` caps it).
-16-bit floats go through float32, where NumPy's loops are vectorised; max stays exact.
+Speed routes (``BACKEND.speed_routes``, switched by ``pa.speed_routes``; their thresholds are
+one :class:`Tuning`, changed in a ``with tuned(...)`` block; docs/benchmarks.md):
+
+* ``numpy.blocks``: the work runs in blocks of batch items, channels (when they come first)
+  and outer-dim output rows, sized so a block's first intermediate takes about
+  ``block_bytes`` and stays in cache; peak memory is the output plus a few blocks. Forced on,
+  a job that fits one block is cut into blocks of two output rows.
+* ``numpy.phases``: a pass whose slices would be short strided runs (a trailing run under
+  ``short_run`` cells: the inner dims of NCHW, the width of NHWC) over a source of at least
+  ``phase_min`` cells first splits the source by stride phase into contiguous buffers, so
+  every tap becomes one long contiguous op.
+* ``numpy.threads``: outputs of ``parallel_bytes`` or more spread their blocks over a thread
+  pool of ``threads`` workers (NumPy releases the GIL in its loops); without
+  ``numpy.blocks``, one block per worker.
+
+With every route off, the plain translation runs: the whole job as one block, every tap a
+strided slice, in the caller's thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from pooladapt import config
 from pooladapt.backends.base import FEATURES, NATIVE, Backend
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
-
-_BLOCK_BYTES = 1 << 21  # a block's largest intermediate (measured best; L2 is 1 MiB a core)
-_SHORT_RUN = 1024  # a pass whose trailing run is shorter uses stride phases (_phase_reduce)
-_PHASE_MIN = 1 << 14  # ... if its source is at least this large (else a few slices are cheaper)
-_PARALLEL_BYTES = 1 << 22  # outputs at least this large are pooled on all cores
 
 
 def _acc_dtype(dtype: np.dtype) -> np.dtype:
@@ -109,61 +121,6 @@ def _plan_dims(plan: PoolPlan) -> tuple[_Dim, ...]:
     return tuple(_dim(plan, d, 0, plan.out_size[d]) for d in range(plan.spec.ndim))
 
 
-def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int):
-    """Yield ``(outer index, o0, o1)`` per block: batch items (and channels when they come
-    first) and outer-dim output rows ``[o0, o1)``, so that a block's first intermediate (outer
-    dim reduced, the others not) takes about ``_BLOCK_BYTES`` and stays contiguous."""
-    axis, out0 = plan.spec.spatial_axes[0], plan.out_size[0]
-    row = itemsize * math.prod(shape[axis + 1:])  # one output row of one item (or channel)
-    plane = row * out0
-    item = plane * math.prod(shape[1:axis])
-    if item <= _BLOCK_BYTES:
-        step = max(1, _BLOCK_BYTES // max(item, 1))
-        for b in range(0, shape[0], step):
-            yield (slice(b, b + step),), 0, out0
-    elif axis == 2 and plane <= _BLOCK_BYTES:
-        step = _BLOCK_BYTES // max(plane, 1)
-        for b in range(shape[0]):
-            for c in range(0, shape[1], step):
-                yield (slice(b, b + 1), slice(c, c + step)), 0, out0
-    else:
-        rows = max(1, _BLOCK_BYTES // max(row, 1))
-        for outer in np.ndindex(shape[:axis]):
-            for o0 in range(0, out0, rows):
-                yield tuple(slice(i, i + 1) for i in outer), o0, min(o0 + rows, out0)
-
-
-@lru_cache(maxsize=1)
-def _threads() -> int:
-    env = os.environ.get("POOLADAPT_NUMPY_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@lru_cache(maxsize=1)
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_threads(), thread_name_prefix="pooladapt-numpy")
-
-
-def _run_blocks(fn, blocks, nbytes: int) -> None:
-    """Run ``fn(*block, scratch)`` for every block; a large job on a thread pool (NumPy
-    releases the GIL inside its loops), one group of blocks and one scratch per thread."""
-
-    def run(group) -> None:
-        scratch = _Scratch()
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for b in group:
-                fn(*b, scratch)
-
-    if nbytes < _PARALLEL_BYTES or _threads() < 2:
-        return run(blocks)
-    blocks = list(blocks)
-    threads = min(_threads(), len(blocks))
-    list(_executor().map(run, [blocks[i::threads] for i in range(threads)]))
 
 
 def _at(axis: int, sl: slice) -> tuple[slice, ...]:
@@ -201,6 +158,198 @@ def _reduce(src: np.ndarray, dst: np.ndarray, dim: _Dim, op, identity, transform
         view = dst[t.dst_ix]
         tap = src[t.src_ix]
         op(view, tap if transform is None else transform(tap), out=view, dtype=dtype)
+
+
+def _argmax_pass(src, src_idx, dst, dst_idx, dim: _Dim) -> None:
+    """Max over the taps of ``dim`` keeping the first maximum (or first NaN) in tap order and
+    its per-plane flat index: the tap's coordinate term plus the source's partial index."""
+    floating = not np.issubdtype(dst.dtype, np.integer)
+    fresh = not dim.init or dim.init[0] is not dim.taps[0]
+    if fresh:
+        dst.fill(_lowest(dst.dtype))
+        dst_idx.fill(-1)
+    for i, t in enumerate(dim.taps):
+        tap = src[t.src_ix]
+        cand = t.flat if src_idx is None else t.flat + src_idx[t.src_ix]
+        view, view_idx = dst[t.dst_ix], dst_idx[t.dst_ix]
+        if i == 0 and not fresh:
+            np.copyto(view, tap)
+            np.copyto(view_idx, cand)
+            continue
+        win = tap > view
+        if fresh:
+            win |= view_idx < 0
+        if floating:
+            win |= np.isnan(tap) & ~np.isnan(view)
+        np.copyto(view, tap, where=win)
+        np.copyto(view_idx, np.broadcast_to(cand, view_idx.shape), where=win)
+
+
+# ---------------------------------------------------------------------------- speed routes
+# Each is asked for with config.take_route(name, auto) in the caller's thread (the route
+# switch and the tuning are per thread), only where it applies; "off" leaves one whole block,
+# strided slices, the caller's thread.
+
+BLOCKS, PHASES, THREADS = "numpy.blocks", "numpy.phases", "numpy.threads"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The thresholds of the NumPy backend's speed routes (measured: docs/benchmarks.md).
+
+    ``block_bytes``: a block's first intermediate (L2 is about 1 MiB a core); ``short_run``
+    and ``phase_min``: a pass uses stride phases when its trailing run is shorter than
+    ``short_run`` cells and its source holds at least ``phase_min``; ``parallel_bytes``:
+    outputs at least this large are pooled on ``threads`` workers (None:
+    ``POOLADAPT_NUMPY_THREADS``, else the CPUs this process may run on).
+    """
+
+    block_bytes: int = 1 << 21
+    short_run: int = 1024
+    phase_min: int = 1 << 14
+    parallel_bytes: int = 1 << 22
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "threads" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Tuning.{field.name} must be an int, got "
+                                f"{type(value).__name__} {value!r}")
+            least = 1 if field.name in ("block_bytes", "threads") else 0
+            if value < least:
+                raise ValueError(f"Tuning.{field.name} must be >= {least}, got {value}")
+
+
+DEFAULT_TUNING = Tuning()
+_tuning: contextvars.ContextVar[Tuning] = contextvars.ContextVar(
+    "pooladapt_numpy_tuning", default=DEFAULT_TUNING)
+
+
+def tuning() -> Tuning:
+    """The NumPy backend's thresholds here and now (``DEFAULT_TUNING`` unless changed)."""
+    return _tuning.get()
+
+
+@contextlib.contextmanager
+def tuned(**changes: int | None) -> Iterator[Tuning]:
+    """Change some thresholds of :class:`Tuning` inside a ``with`` block (per thread and
+    asyncio task); unknown names raise TypeError, bad values ValueError.
+
+    >>> import numpy as np, pooladapt as pa
+    >>> with tuned(block_bytes=1 << 16, threads=2):
+    ...     pa.pool2d(np.ones((1, 8, 8, 3)), "max", 2).shape
+    (1, 4, 4, 3)
+    """
+    token = _tuning.set(dataclasses.replace(_tuning.get(), **changes))
+    try:
+        yield _tuning.get()
+    finally:
+        _tuning.reset(token)
+
+
+@lru_cache(maxsize=1)
+def _cpus() -> int:
+    env = os.environ.get("POOLADAPT_NUMPY_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=4)
+def _executor(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="pooladapt-numpy")
+
+
+Block = tuple[tuple[slice, ...], int, int]  # (outer index, o0, o1): outputs [o0, o1) of dim 0
+
+
+class _Schedule(NamedTuple):
+    """The blocks a job runs in, and on how many workers (1: the caller's thread)."""
+
+    blocks: list[Block]
+    workers: int
+
+
+def _schedule(plan: PoolPlan, shape: tuple[int, ...], itemsize: int,
+              out_bytes: int) -> _Schedule:
+    """The whole job in the caller's thread, unless numpy.blocks or numpy.threads is taken."""
+    tune = tuning()
+    axis, out0 = plan.spec.spatial_axes[0], plan.out_size[0]
+    row = itemsize * math.prod(shape[axis + 1:])  # an output row of the first intermediate
+    first = row * out0 * math.prod(shape[:axis])
+    budget = None
+    if config.take_route(BLOCKS, first > tune.block_bytes):
+        budget = tune.block_bytes if first > tune.block_bytes else 2 * row
+    workers = tune.threads or _cpus()
+    if config.take_route(THREADS, out_bytes >= tune.parallel_bytes and workers >= 2):
+        workers = max(2, workers)
+        if budget is None:  # one block per worker
+            budget = -(-first // workers)
+    else:
+        workers = 1
+    if budget is None:
+        return _Schedule([((slice(None),), 0, out0)], 1)
+    blocks = list(_blocks(plan, shape, itemsize, budget))
+    return _Schedule(blocks, min(workers, len(blocks)))
+
+
+def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int,
+            budget: int) -> Iterator[Block]:
+    """Blocks of batch items (and channels when they come first) and outer-dim output rows
+    ``[o0, o1)``, so that a block's first intermediate (outer dim reduced, the others not)
+    takes about ``budget`` bytes and stays contiguous."""
+    axis, out0 = plan.spec.spatial_axes[0], plan.out_size[0]
+    row = itemsize * math.prod(shape[axis + 1:])
+    plane = row * out0
+    item = plane * math.prod(shape[1:axis])
+    if item <= budget:
+        step = max(1, budget // max(item, 1))
+        for b in range(0, shape[0], step):
+            yield (slice(b, b + step),), 0, out0
+    elif axis == 2 and plane <= budget:
+        step = budget // max(plane, 1)
+        for b in range(shape[0]):
+            for c in range(0, shape[1], step):
+                yield (slice(b, b + 1), slice(c, c + step)), 0, out0
+    else:
+        rows = max(1, budget // max(row, 1))
+        for outer in np.ndindex(shape[:axis]):
+            for o0 in range(0, out0, rows):
+                yield tuple(slice(i, i + 1) for i in outer), o0, min(o0 + rows, out0)
+
+
+def _run(fn, schedule: _Schedule) -> None:
+    """``fn(*block, scratch)`` for every block: one group of blocks and one scratch per worker
+    (NumPy releases the GIL inside its loops)."""
+
+    def run(group: list[Block]) -> None:
+        scratch = _Scratch()
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            for b in group:
+                fn(*b, scratch)
+
+    blocks, workers = schedule
+    if workers < 2:
+        return run(blocks)
+    list(_executor(workers).map(run, [blocks[i::workers] for i in range(workers)]))
+
+
+def _phases(plan: PoolPlan, dims: tuple[_Dim, ...], shape: tuple[int, ...],
+            rows: int) -> tuple[bool, ...]:
+    """Per pass of the separable reduction of a block of input ``shape`` (``rows`` output rows
+    of dim 0): whether it splits its source by stride phase (numpy.phases)."""
+    tune, shape, taken = tuning(), list(shape), []
+    for d, dim in enumerate(dims):
+        short = math.prod(shape[dim.axis + 1:]) < tune.short_run
+        taken.append(config.take_route(PHASES, short and math.prod(shape) >= tune.phase_min))
+        shape[dim.axis] = rows if d == 0 else plan.out_size[d]
+    return tuple(taken)
 
 
 def _phase_reduce(src: np.ndarray, dst: np.ndarray, dim: _Dim, op, identity, scratch: _Scratch,
@@ -265,34 +414,10 @@ def _phase_reduce(src: np.ndarray, dst: np.ndarray, dim: _Dim, op, identity, scr
         np.copyto(dst, work[_at(axis, slice(0, m))])
 
 
-def _argmax_pass(src, src_idx, dst, dst_idx, dim: _Dim) -> None:
-    """Max over the taps of ``dim`` keeping the first maximum (or first NaN) in tap order and
-    its per-plane flat index: the tap's coordinate term plus the source's partial index."""
-    floating = not np.issubdtype(dst.dtype, np.integer)
-    fresh = not dim.init or dim.init[0] is not dim.taps[0]
-    if fresh:
-        dst.fill(_lowest(dst.dtype))
-        dst_idx.fill(-1)
-    for i, t in enumerate(dim.taps):
-        tap = src[t.src_ix]
-        cand = t.flat if src_idx is None else t.flat + src_idx[t.src_ix]
-        view, view_idx = dst[t.dst_ix], dst_idx[t.dst_ix]
-        if i == 0 and not fresh:
-            np.copyto(view, tap)
-            np.copyto(view_idx, cand)
-            continue
-        win = tap > view
-        if fresh:
-            win |= view_idx < 0
-        if floating:
-            win |= np.isnan(tap) & ~np.isnan(view)
-        np.copyto(view, tap, where=win)
-        np.copyto(view_idx, np.broadcast_to(cand, view_idx.shape), where=win)
-
-
 class NumpyBackend(Backend):
     name = "numpy"
     framework = "numpy"
+    speed_routes = (BLOCKS, PHASES, THREADS)
 
     def version(self) -> str:
         return np.__version__
@@ -332,6 +457,9 @@ class NumpyBackend(Backend):
         transform = None if spec.mode != "lp" else self._lp_transform(spec.p, acc)
         dims = _plan_dims(plan)
         last = len(dims) - 1
+        schedule = _schedule(plan, x.shape, acc.itemsize, out.nbytes)
+        outer, o0, o1 = schedule.blocks[0]
+        phases = _phases(plan, dims, x[outer].shape, o1 - o0)
 
         def block(outer: tuple[slice, ...], o0: int, o1: int, scratch: _Scratch) -> None:
             block_out = out[outer]
@@ -348,7 +476,7 @@ class NumpyBackend(Backend):
                     shape[dim.axis] = block_out.shape[dim.axis]
                     dst = scratch.get(d % 2, tuple(shape), acc)
                 fn = transform if d == 0 else None
-                if src.size >= _PHASE_MIN and math.prod(src.shape[dim.axis + 1:]) < _SHORT_RUN:
+                if phases[d]:
                     _phase_reduce(src, dst, dim, op, identity, scratch, fn, stage=d == 0)
                 else:
                     _reduce(src, dst, dim, op, identity, fn)
@@ -358,11 +486,7 @@ class NumpyBackend(Backend):
             if src is not block_out:
                 np.copyto(block_out, src, casting="unsafe")
 
-        first = acc.itemsize * x.size // plan.in_size[0] * plan.out_size[0]
-        if is_max and first <= _BLOCK_BYTES:  # one block (max raises no float warnings)
-            block((slice(None),), 0, plan.out_size[0], _Scratch())
-        else:
-            _run_blocks(block, _blocks(plan, x.shape, acc.itemsize), out.nbytes)
+        _run(block, schedule)
 
     @staticmethod
     def _lp_transform(p: float, acc: np.dtype):
@@ -421,7 +545,7 @@ class NumpyBackend(Backend):
                 _argmax_pass(src, src_idx, dst, dst_idx, dim)
                 src, src_idx = dst, dst_idx
 
-        _run_blocks(block, _blocks(plan, x.shape, x.dtype.itemsize + 8), idx.nbytes)
+        _run(block, _schedule(plan, x.shape, x.dtype.itemsize + 8, idx.nbytes))
         if plan.all_padding_windows:
             # a window that holds no input cell has no index (its value is already -inf)
             np.copyto(idx, -1, where=self._spatial_view(plan.empty_windows, spec))
@@ -445,9 +569,6 @@ class NumpyBackend(Backend):
 
     def _adaptive(self, x: np.ndarray, plan: AdaptivePlan):
         spec = plan.spec
-        if plan.uniform:
-            # every bin is the same window: a plain strided pool, same values and indices
-            return self.pool(x, plan.as_pool_spec().plan(x.shape))
         if spec.mode == "avg" or not spec.return_indices:
             # bins tap by tap, one dim at a time (outermost first): tap t of every bin is
             # one gather along the dim, added (or maxed) into the bins it belongs to

@@ -1,10 +1,12 @@
 """NumPy-backend specifics the conformance grid does not reach: inputs left untouched, odd
-memory layouts, float16 accumulation, every internal path (stride phases, blocks of batch,
-channels and rows, the thread pool) against the oracle, and peak memory on the ResNet stem.
+memory layouts, float16 accumulation, the speed routes combined and with small blocks of
+batch, channels and rows against the oracle (tests/conformance/test_routes.py runs each route
+alone), the tuning object, and peak memory on the ResNet stem with the routes and without.
 """
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 
 import numpy as np
@@ -17,7 +19,7 @@ from pooladapt.spec import make_adaptive_spec, make_spec
 
 RNG = np.random.default_rng(8)
 
-# (mode, kwargs) on a 2-D input; sized so the stride-phase path runs (>= _PHASE_MIN cells)
+# (mode, kwargs) on a 2-D input; sized so numpy.phases runs (>= Tuning.phase_min cells)
 POOLS = [
     ("max", dict(window=3, stride=2, padding=1)),
     ("max", dict(window=3, stride=2, padding=1, return_indices=True)),
@@ -139,14 +141,14 @@ def test_float16_large_input_matches_the_oracle():
             np.testing.assert_array_equal(got, want)
 
 
-# Each internal path forced on for the whole grid: thresholds and block sizes patched.
+# The routes together and with blocks small enough to split batch items, channels and rows
+# (what the grid's tiny inputs never reach with the default block size): (routes, tuning).
 PATHS = {
-    "stride-phases": dict(_PHASE_MIN=0, _SHORT_RUN=1 << 40),
-    "strided-slices": dict(_PHASE_MIN=1 << 40),
-    "row-blocks": dict(_BLOCK_BYTES=1, _PHASE_MIN=0, _SHORT_RUN=1 << 40),
-    "small-blocks": dict(_BLOCK_BYTES=64),
-    "channel-blocks": dict(_BLOCK_BYTES=200, _PHASE_MIN=0, _SHORT_RUN=1 << 40),
-    "threads": dict(_BLOCK_BYTES=64, _PARALLEL_BYTES=0, _PHASE_MIN=0, _SHORT_RUN=1 << 40),
+    "all-routes-forced": ("on", {}),
+    "small-blocks": ("auto", dict(block_bytes=64)),
+    "channel-blocks-with-phases": ("on:numpy.blocks,numpy.phases", dict(block_bytes=200)),
+    "row-blocks-with-phases": ("on:numpy.blocks,numpy.phases", dict(block_bytes=1)),
+    "threads-on-small-blocks": ("on", dict(block_bytes=64, threads=3)),
 }
 
 
@@ -169,13 +171,13 @@ def _mismatch(case, want, got) -> str:
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_every_path_passes_the_grid(path, grid_answers, monkeypatch):
-    for name, value in PATHS[path].items():
-        monkeypatch.setattr(nb, name, value)
-    if path == "threads":
-        monkeypatch.setattr(nb, "_threads", lambda: 3)
-    failed = [f"{case.id}: {msg}" for case, x, want in grid_answers
-              for msg in [_mismatch(case, want, conformance.actual(case, x, "numpy"))] if msg]
+def test_every_path_passes_the_grid(path, grid_answers):
+    routes, changes = PATHS[path]
+    mode, _, only = routes.partition(":")
+    with pa.speed_routes(mode, only=only.split(",") if only else None), nb.tuned(**changes):
+        failed = [f"{case.id}: {msg}" for case, x, want in grid_answers
+                  for msg in [_mismatch(case, want, conformance.actual(case, x, "numpy"))]
+                  if msg]
     assert not failed, "\n".join(failed[:10])
 
 
@@ -185,11 +187,41 @@ def test_every_path_passes_the_grid(path, grid_answers, monkeypatch):
     (300, [((slice(b, b + 1), slice(c, c + 1)), o, min(o + 3, 10)) for b in range(4)
            for c in range(6) for o in (0, 3, 6, 9)]),
 ])
-def test_blocks_split_batch_then_channels_then_rows(budget, want, monkeypatch):
-    monkeypatch.setattr(nb, "_BLOCK_BYTES", budget)
+def test_blocks_split_batch_then_channels_then_rows(budget, want):
     plan = make_spec("max", 3, 2, 1, data_format="channels_first", ndim=2).plan((4, 6, 20, 20))
     # first intermediate: 20 * 4 bytes per output row, 800 per channel, 4800 per item
-    assert list(nb._blocks(plan, (4, 6, 20, 20), 4)) == want
+    assert list(nb._blocks(plan, (4, 6, 20, 20), 4, budget)) == want
+
+
+def test_speed_routes_are_declared():
+    assert nb.BACKEND.speed_routes == ("numpy.blocks", "numpy.phases", "numpy.threads")
+
+
+@pytest.mark.parametrize(("changes", "error", "match"), [
+    (dict(block_bytes=0), ValueError, r"block_bytes must be >= 1, got 0"),
+    (dict(threads=0), ValueError, r"threads must be >= 1, got 0"),
+    (dict(short_run=-1), ValueError, r"short_run must be >= 0, got -1"),
+    (dict(phase_min=2.5), TypeError, r"phase_min must be an int, got float 2.5"),
+    (dict(parallel_bytes=True), TypeError, r"parallel_bytes must be an int, got bool"),
+    (dict(block_size=64), TypeError, r"block_size"),
+])
+def test_bad_tuning_is_refused_naming_the_field(changes, error, match):
+    with pytest.raises(error, match=match), nb.tuned(**changes):
+        pass  # pragma: no cover
+    assert nb.tuning() == nb.DEFAULT_TUNING
+
+
+def test_tuned_holds_inside_its_block_and_thread_only():
+    seen = {}
+    with nb.tuned(block_bytes=64, threads=2) as inside:
+        assert nb.tuning() == inside
+        assert (inside.block_bytes, inside.threads) == (64, 2)
+        assert inside.short_run == nb.DEFAULT_TUNING.short_run  # the rest unchanged
+        other = threading.Thread(target=lambda: seen.setdefault("tuning", nb.tuning()))
+        other.start()
+        other.join()
+    assert seen["tuning"] == nb.DEFAULT_TUNING
+    assert nb.tuning() == nb.DEFAULT_TUNING
 
 
 @pytest.mark.parametrize(("ndim", "shape", "size"), [
@@ -223,17 +255,26 @@ def test_uniform_adaptive_equals_the_oracle_with_indices():
     _check(got, oracle.adaptive_pool(x, spec), exact=True)
 
 
+@pytest.mark.parametrize("routes", ["auto", "off"])
 @pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
-def test_resnet_stem_peak_memory_is_within_one_output(fmt):
-    """The call allocates at most the output plus one output-sized temporary."""
+def test_resnet_stem_peak_memory(fmt, routes):
+    """With numpy.blocks (auto) the call allocates at most the output plus one output-sized
+    temporary; the plain translation ("off") holds the whole first intermediate (twice the
+    output), which shows the switch reaches the blocks."""
     shape = (32, 64, 112, 112) if fmt == "channels_first" else (32, 112, 112, 64)
     x = np.zeros(shape, dtype=np.float32)
     pool = pa.Pool2D("max", 3, 2, 1, data_format=fmt, backend="numpy")
-    tracemalloc.start()
-    try:
-        y = pool(x)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with pa.speed_routes(routes):
+        tracemalloc.start()
+        try:
+            y = pool(x)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     assert y.nbytes == x.nbytes // 4
-    assert peak <= 2 * y.nbytes, f"peak {peak / 2**20:.1f} MiB for a {y.nbytes / 2**20} MiB output"
+    np.testing.assert_array_equal(y, 0)
+    message = f"peak {peak / 2**20:.1f} MiB for a {y.nbytes / 2**20} MiB output"
+    if routes == "auto":
+        assert peak <= 2 * y.nbytes, message
+    else:
+        assert peak >= 3 * y.nbytes, message
