@@ -56,7 +56,7 @@ def _prepare(x: Any, backend: str | None, mode: str) -> tuple[Backend, Any, bool
     name, native = dispatch.resolve(x, backend)
     be = dispatch.load(name).BACKEND
     if not native:
-        x = be.from_numpy(_native_order(np.asarray(x)))
+        x = be.from_numpy_input(_native_order(np.asarray(x)))
     _check_dtype(be.dtype_name(x), mode)
     return be, x, native
 
@@ -325,8 +325,8 @@ def run_unpool(y: Any, indices: Any, spec: UnpoolSpec, backend: str | None = Non
             "call in this process (pass output_size=the spatial size of the pooled input)"
         )
     if not native:
-        y = be.from_numpy(_native_order(np.asarray(y)))
-        indices = be.from_numpy(_native_order(np.asarray(indices)))
+        y = be.from_numpy_input(_native_order(np.asarray(y)))
+        indices = be.from_numpy_input(_native_order(np.asarray(indices)))
     check_rank(tuple(y.shape), spec.ndim, spec.data_format)
     if tuple(indices.shape) != tuple(y.shape):
         raise ValueError(f"indices must have the shape of the pooled values {tuple(y.shape)!r}, "

@@ -60,6 +60,13 @@ class Backend:
     def from_numpy(self, a: np.ndarray) -> Any:
         raise NotImplementedError
 
+    def from_numpy_input(self, a: np.ndarray) -> Any:
+        """NumPy input given to this backend (``backend=``) as its tensor. A framework with no
+        tensor of a's dtype (``from_numpy`` raises TypeError) may return a stand-in that
+        ``dtype_name`` names as a's dtype, that its ops take, and whose results ``to_numpy``
+        converts back to a's dtype."""
+        return self.from_numpy(a)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         raise NotImplementedError
 
