@@ -1,27 +1,40 @@
 """The PyTorch backend: ``F.*pool*d`` wherever it expresses the plan, exact emulation elsewhere.
 
-Every op runs on a channels-first *view* of the input (``permute``, no copy): a channels_last
-tensor becomes an NC* tensor in torch's channels_last memory format, which torch's CPU kernels
-pool directly. Speed on the CPU (docs/benchmarks.md): a large eager max without indices or
-autograd is separable, one ``torch.maximum`` of strided slices per window tap and dim (several
-times faster than torch's NCHW kernel, no copy, no padding), unless the channels are innermost
-and several, where torch's channels_last kernel vectorises over them; with indices or autograd
-a large contiguous NC* tensor is max-pooled in channels_last format (faster, conversion
-included); a small float max is one native call.
-
-torch pads symmetrically, at most half the window; padding it on both sides by the plan's low
-pads (with its ceil mode, cropping extra windows) gives the plan's windows for max, and for
-avg whenever the padding is not counted or is symmetric, so ``same`` is native there.
-Elsewhere: avg/lp sum with ``avg_pool(divisor_override=...)`` (on an explicitly zero-padded
-input where needed) and divide by the plan's divisor map; max pads explicitly with the dtype's
-lowest value; avg/lp dilation sums strided slices. Per-plan decisions and constants live in a
-cached :class:`_Route`, a compile-time constant under ``torch.compile`` (``fullgraph=True``
-works, dynamic sizes are specialised).
-
+The plain translation. Every op runs on a channels-first *view* of the input (``permute``, no
+copy): a channels_last tensor becomes an NC* tensor in torch's channels_last memory format,
+which torch's CPU kernels pool directly. torch pads symmetrically, at most half the window;
+padding it on both sides by the plan's low pads (with its ceil mode, cropping extra windows)
+gives the plan's windows for max, and for avg whenever the padding is not counted or is
+symmetric, so ``same`` is native there. Elsewhere: avg/lp sum with
+``avg_pool(divisor_override=...)`` (on an explicitly zero-padded input where needed) and divide
+by the plan's divisor map; max pads explicitly with the dtype's lowest value; avg/lp dilation
+sums strided slices. Per-plan constants live in a cached :class:`_Route`, a compile-time
+constant under ``torch.compile`` (``fullgraph=True`` works, dynamic sizes are specialised).
 Indices are fixed where torch's differ from the contract (the first NaN of a window, not the
 last; the first real cell of a window whose maximum is the lowest value). Gradients are
 torch's: they equal the canonical ones except in those two degenerate cases (a window with
 several NaNs, and an all -inf window in torch's channels_last 3-D kernel).
+
+Speed routes (``BACKEND.speed_routes``, fenced at the end of the module; thresholds in
+:data:`TUNING`, docs/benchmarks.md) compute the same plan faster on the CPU. Each is asked for
+with ``config.take_route`` only where it is exact, and only in eager calls (a compiler picks
+its own kernels, and a decision traced into a graph would outlive the switch); nothing cached
+holds a decision. ``pa.speed_routes("off")`` leaves the plain translation.
+
+* ``torch.separable_max``: a max without indices or a recorded gradient as one max over
+  window taps per spatial dim, each tap a strided slice combined by ``torch.maximum`` (no
+  copy, no padding; several times faster than torch's NCHW kernel). ``torch.maximum`` would
+  split a tie's gradient, hence no autograd.
+* ``torch.unfold_max``: in that max, a dim whose windows lie inside the input reduces them in
+  one ``unfold`` + ``amax`` (far fewer thread-pool rounds for many taps).
+* ``torch.channels_last_max``: a max of an NC* tensor in contiguous format pooled in
+  channels_last memory format, converted back (torch's CPU kernel vectorises over channels).
+* ``torch.unit_channel_view``: a one-channel channels_last input viewed with NCHW strides
+  (torch reads the permuted view as channels_last, whose kernel starts worker threads).
+* ``torch.lift_1d_max``: a 1-D max pooled as 2-D with a unit height (torch's 1-D max pool
+  copies strided input, its 2-D one reads it in place).
+* ``torch.index_fixup_check``: one reduction over the pooled values says whether the index
+  fix-ups (NaN, lowest value) can apply; they are skipped where not (a sync off the CPU).
 """
 
 from __future__ import annotations
@@ -29,12 +42,14 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pooladapt import config
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
 from pooladapt.spec import (
     AdaptivePlan,
@@ -49,21 +64,41 @@ from pooladapt.spec import (
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _MAX_OP = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}  # no Python wrapper
-_CHANNELS_LAST_MIN = 1 << 16  # below this many elements a memory-format change costs more
-_SEPARABLE_MIN = 1 << 15  # below this many elements torch's max pool beats the separable one
-_UNFOLD_TAPS = 4  # a dim with this many taps, all inside, reduces windows in one amax
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _ADAPTIVE = {("max", 1): F.adaptive_max_pool1d, ("max", 2): F.adaptive_max_pool2d,
              ("max", 3): F.adaptive_max_pool3d, ("avg", 1): F.adaptive_avg_pool1d,
              ("avg", 2): F.adaptive_avg_pool2d, ("avg", 3): F.adaptive_avg_pool3d}
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 _HALF = (torch.float16, torch.bfloat16)
+_INT8 = (torch.int8, torch.uint8)
 # torch pools none of these: widen to a signed type that holds every value, order kept.
 _UNSIGNED_WIDE = {torch.uint16: torch.int32, torch.uint32: torch.int64}
 _SAME_SIZE_SIGNED = {torch.uint16: torch.int16, torch.uint32: torch.int32,
                      torch.uint64: torch.int64}
 _INT64_MIN = -(2**63)
 _UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+SEPARABLE = "torch.separable_max"
+UNFOLD = "torch.unfold_max"
+CHANNELS_LAST = "torch.channels_last_max"
+UNIT_CHANNEL = "torch.unit_channel_view"
+LIFT_1D = "torch.lift_1d_max"
+FIXUP_CHECK = "torch.index_fixup_check"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Where the speed routes pay on the CPU (docs/benchmarks.md); ``auto`` reads these."""
+
+    separable_min: int = 1 << 15  # cells from which the separable max beats torch's max pool
+    vector_channels: int = 4  # channels innermost and this many: torch's kernel vectorises
+    unfold_taps: int = 4  # taps of a dim from which unfolding beats a maximum per tap
+    channels_last_min: int = 1 << 16  # cells from which a memory-format change pays...
+    channels_last_channels: int = 8  # ...given this many channels
+
+
+TUNING = Tuning()
+Routes = config.SpeedRoutes | None  # an eager call's setting; None while torch.compile traces
 
 
 def _lowest(dtype: torch.dtype) -> float | int:
@@ -87,23 +122,14 @@ def _widen(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torc
 _compiling = torch.compiler.is_compiling  # (no wrapper: a tiny eager call pays for each call)
 
 
-def _can_ask(y: torch.Tensor) -> bool:
-    """Whether a data-dependent check may skip work: not where it would sync or break a graph."""
-    return y.is_cpu and not _compiling()
-
-
-def _has_nan(y: torch.Tensor) -> bool:
-    """Whether a NaN fix-up may be needed; always True where asking would sync or break a graph."""
-    return bool(torch.isnan(y).any()) if _can_ask(y) else True
-
-
 def _torch_pads(pads: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
     return tuple(v for lo, hi in reversed(pads) for v in (lo, hi))
 
 
 class _Route:
     """What one plan needs from torch, decided once: native call or emulation, and constants
-    (built eagerly on the CPU, so a compiled graph only reads them)."""
+    (built eagerly on the CPU, so a compiled graph only reads them). No speed-route decision
+    is kept here: the switch may change between calls."""
 
     def __init__(self, plan: PoolPlan) -> None:
         spec = plan.spec
@@ -148,11 +174,11 @@ class _Route:
         # NC* <-> the caller's channels_last layout (permute is cheaper than movedim)
         self.perms = None if spec.channels_first else (
             (0, nd + 1, *range(1, nd + 1)), (0, *range(2, nd + 2), 1))
-        # a small float max torch expresses: one native call, nothing else (see _eager)
+        self.unit_channel = (1, *plan.in_size)
+        # a float max torch expresses in one call (see _auto_small_max)
         self.fast = (_MAX_OP[nd], self.max_args) if (
             spec.mode == "max" and self.native and not self.indices and self.crop is None
             and nd > 1) else None
-        self.unit_channel = (1, *plan.in_size)
         self.built: dict[Any, torch.Tensor] = {}
 
 
@@ -173,37 +199,6 @@ def _torch_windows(plan: PoolPlan, lows: tuple[int, ...]) -> tuple[bool | None, 
         if all(c >= o for c, o in zip(counts, plan.out_size)):
             return ceil, counts != list(plan.out_size)
     return None, False
-
-
-def _separable_taps(plan: PoolPlan) -> tuple:
-    """Per spatial dim of an NC* tensor: (axis, output size, up to two taps that reach every
-    output, the other taps as (source index, output index), unfold arguments or None). A tap
-    is one strided slice; the outputs it would read in padding or past the input are left
-    out, so no padding is made and a window of padding only keeps the initial lowest value.
-    A dim of many taps that all stay inside (no padding) may instead unfold its windows."""
-    spec = plan.spec
-    dims = []
-    for d, (n, m) in enumerate(zip(plan.in_size, plan.out_size)):
-        axis, s, lo = 2 + d, spec.stride[d], plan.pads[d][0]
-        full, rest = [], []
-        for j in range(spec.window[d]):
-            offset = j * spec.dilation[d] - lo
-            first = max(0, -(offset // s))
-            last = min(m, (n - 1 - offset) // s + 1)
-            if first >= last:
-                continue
-            start = first * s + offset
-            src = (slice(None),) * axis + (slice(start, start + (last - first - 1) * s + 1, s),)
-            if first == 0 and last == m and len(full) < 2:
-                full.append(src)
-            else:
-                rest.append((src, (slice(None),) * axis + (slice(first, last),)))
-        inside = len(full) + len(rest) == spec.window[d] >= _UNFOLD_TAPS and all(
-            dst == (slice(None),) * axis + (slice(0, m),) for _, dst in rest)
-        unfold = ((m - 1) * s + spec.extent[d], spec.extent[d], s, spec.dilation[d]) if (
-            inside and lo == 0) else None
-        dims.append((axis, m, tuple(full), tuple(rest), unfold))
-    return tuple(dims)
 
 
 def _const(route: _Route, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -307,6 +302,7 @@ class TorchBackend(Backend):
     framework = "torch"
     supports_autograd = True
     known_deviations: dict[str, str] = {}
+    speed_routes = (SEPARABLE, UNFOLD, CHANNELS_LAST, UNIT_CHANNEL, LIFT_1D, FIXUP_CHECK)
 
     def version(self) -> str:
         return torch.__version__
@@ -343,11 +339,11 @@ class TorchBackend(Backend):
 
     def pool(self, x: torch.Tensor, plan: PoolPlan):
         if _compiling():
-            return _run_pool(x, _route_by_fields(_fields(plan.spec), plan.in_size))
+            return _run_pool(x, _route_by_fields(_fields(plan.spec), plan.in_size), None)
         route = _ROUTES.get(id(plan))
         if route is None or route.plan is not plan:
             route = _route(plan)
-        return _eager(x, route)
+        return _eager(x, route, config.get_speed_routes())
 
     def global_pool(self, x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
         axes = spec.spatial_axes
@@ -386,7 +382,8 @@ class TorchBackend(Backend):
                 y = fn(xc, plan.out_size)
             else:
                 y, idx = fn(xc, plan.out_size, return_indices=True)
-                if _has_nan(y):
+                routes = None if _compiling() else config.get_speed_routes()
+                if not _fixup_check(y, routes) or bool(torch.isnan(y).any()):
                     _, nan_idx = fn(_nan_positions(xc), plan.out_size, return_indices=True)
                     idx = torch.where(torch.isnan(y), nan_idx, idx)
         else:
@@ -426,50 +423,43 @@ def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
 
     The shape is validated by the spec the first time it is seen."""
     if _compiling():
-        return _run_pool(x, _route_for(spec, static_shape(x, spec.spatial_axes)))
+        return _run_pool(x, _route_for(spec, static_shape(x, spec.spatial_axes)), None)
     key = (id(spec), x.shape)
     route = _SPEC_ROUTES.get(key)
     if route is None or route.plan.spec is not spec:
         if len(_SPEC_ROUTES) > 4096:
             _SPEC_ROUTES.clear()
         route = _SPEC_ROUTES[key] = _route(spec.plan(tuple(x.shape)))
-    return _eager(x, route)
+    return _eager(x, route, config.get_speed_routes())
 
 
-def _eager(x: torch.Tensor, route: _Route):
-    """An eager call: a small float max that torch expresses is one native call on an NC*
-    view (torch's max pool beats the separable one there), everything else :func:`_run_pool`."""
-    fast = route.fast
-    if fast is None or not 0 < x.numel() < _SEPARABLE_MIN or not x.is_floating_point():
-        return _run_pool(x, route)
-    perms = route.perms
-    if perms is None:
-        return fast[0](x, *fast[1])
-    if x.shape[-1] == 1:
-        # one channel: an NCHW-strided view, so that torch takes its plain kernel, not the
-        # channels_last one, which starts worker threads even for a few cells
-        return fast[0](x.view(x.shape[0], *route.unit_channel), *fast[1]).permute(perms[1])
-    return fast[0](x.permute(perms[0]), *fast[1]).permute(perms[1])
+# ---------------------------------------------------------------------------- the translation
+# ``routes``: the speed-route setting of an eager call, None while torch.compile traces.
 
 
-def _run_pool(x: torch.Tensor, route: _Route):
+def _eager(x: torch.Tensor, route: _Route, routes: config.SpeedRoutes):
+    if route.fast is not None and routes.mode == "auto":
+        return _auto_small_max(x, route)
+    return _run_pool(x, route, routes)
+
+
+def _run_pool(x: torch.Tensor, route: _Route, routes: Routes):
     spec = route.plan.spec
-    cf = route.channels_first
     if x.dtype in _UNSIGNED:
         x, restore, lowest = _widen(x)
     else:
         restore, lowest = None, _lowest(x.dtype)
-    xc = x if cf else x.permute(route.perms[0])
+    xc = x if route.perms is None else _nc_view(x, route, routes)
     if xc.shape[1] == 0:  # torch's pools reject zero channels: nothing to compute
         y = xc.new_zeros((*xc.shape[:2], *route.plan.out_size))
         idx = y.long() if spec.return_indices else None
     elif spec.mode == "max":
-        y, idx = _max_pool(xc, route, lowest)
+        y, idx = _max_pool(xc, route, lowest, routes)
     else:
         y, idx = _sum_pool(xc, route), None
     if restore is not None:
         y = restore(y)
-    if not cf:
+    if route.perms is not None:
         y = y.permute(route.perms[1])
         idx = None if idx is None else idx.permute(route.perms[1])
     return (y, idx) if spec.return_indices else y
@@ -516,94 +506,50 @@ def _nan_positions(x: torch.Tensor) -> torch.Tensor:
                                                              device=x.device))
 
 
-def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int):
+def _max_pool(xc: torch.Tensor, route: _Route, lowest: float | int, routes: Routes):
     if not route.indices:
-        if _separable_wins(xc):
-            return _separable_max(xc, route, lowest), None
-        return _max_call(xc, route, False, lowest), None
-    y, idx = _max_call(xc, route, True, lowest)
+        unfold = _separable_dims(xc, route, routes)
+        if unfold is not None:
+            return _separable_max(xc, route, lowest, unfold), None
+        return _max_call(xc, route, False, lowest, routes), None
+    y, idx = _max_call(xc, route, True, lowest, routes)
     if not route.native:
         idx = _unpad_index(idx, route)
-    # both fix-ups below are rare: one reduction says whether any may apply (NaN propagates)
-    if _can_ask(y) and (y.numel() == 0 or bool(y.amin() > lowest)):
+    check = _fixup_check(y, routes)
+    if check and (y.numel() == 0 or bool(y.amin() > lowest)):  # NaN propagates: no skip
         return y, idx
     # A maximum equal to the lowest value ties with every cell (padding included) and torch's
     # index for it is unreliable (3-D kernels drop the depth term): the first real cell wins.
     idx = torch.where(y == lowest, _const(route, "first_real", idx, torch.int64), idx)
-    if xc.dtype.is_floating_point and _has_nan(y):
-        _, nan_idx = _max_call(_nan_positions(xc), route, True, lowest)
+    if xc.dtype.is_floating_point and (not check or bool(torch.isnan(y).any())):
+        _, nan_idx = _max_call(_nan_positions(xc), route, True, lowest, routes)
         if not route.native:
             nan_idx = _unpad_index(nan_idx, route)
         idx = torch.where(torch.isnan(y), nan_idx, idx)
     return y, idx
 
 
-def _separable_wins(t: torch.Tensor) -> bool:
-    """Whether :func:`_separable_max` beats torch's max pool on this NC* tensor: on the CPU,
-    from ``_SEPARABLE_MIN`` cells on, unless torch's channels_last kernel can vectorise over
-    several channels; only where no compiler traces (it picks its own kernels, and sizes may
-    be symbolic) and no gradient is recorded (``torch.maximum`` splits the gradient of a
-    tie)."""
-    return (not _compiling() and t.is_cpu and t.numel() >= _SEPARABLE_MIN
-            and not (t.requires_grad and torch.is_grad_enabled())
-            and not (t.stride(1) == 1 and t.shape[1] >= 4 and not t.is_contiguous()))
-
-
-def _separable_max(t: torch.Tensor, route: _Route, lowest: float | int) -> torch.Tensor:
-    """Max pool as one max over window taps per spatial dim, outermost first (a window is a
-    product, so the max is separable): each tap a strided slice combined by
-    ``torch.maximum``, which propagates NaN and keeps its first argument on a tie. No layout
-    copy is made; on the CPU this is several times faster than torch's NCHW kernel."""
-    last = len(route.separable) - 1
-    for d, (axis, size, full, rest, unfold) in enumerate(route.separable):
-        if unfold is not None and (t.stride(1) != 1 or t.shape[1] == 1):
-            # one reduction instead of a maximum per tap: as fast, and on a busy machine far
-            # fewer thread-pool rounds (with the channels innermost, the taps are faster)
-            span, extent, s, dil = unfold
-            windows = t.narrow(axis, 0, span).unfold(axis, extent, s)
-            t = (windows if dil == 1 else windows[..., ::dil]).amax(-1)
-            continue
-        if len(full) == 2:
-            out = torch.maximum(t[full[0]], t[full[1]])
-        elif full:  # a view if nothing writes into it and a later pass makes the output
-            out = t[full[0]].clone() if rest or d == last else t[full[0]]
-        else:  # some outputs see no tap: they keep the lowest value (in t's dim order)
-            order = sorted(range(t.dim()), key=t.stride, reverse=True)
-            shape = [size if i == axis else t.shape[i] for i in order]
-            out = t.new_full(shape, lowest).permute([order.index(i) for i in range(t.dim())])
-        for src, dst in rest:
-            view = out[dst]
-            torch.maximum(view, t[src], out=view)
-        t = out
-    return t
-
-
-def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | int):
+def _max_call(t: torch.Tensor, route: _Route, want_idx: bool, lowest: float | int,
+              routes: Routes):
     """One torch max pool of the route's geometry on ``t`` (NC*), padded explicitly where the
-    plan needs it, in the memory format torch's kernels handle best."""
+    plan needs it."""
     if not route.native:
         t = F.pad(t, route.torch_pads, value=lowest)
     args = route.max_args
-    compiling = _compiling()  # a compiler picks its own layouts: no size-dependent choices
-    lifted = t.dim() == 3 and (not t.dtype.is_floating_point or (
-        not compiling and not t.is_contiguous()))
-    if lifted:  # torch's 1-D max pool takes no integers and copies strided input
+    # torch's 1-D max pool takes no integers
+    lifted = t.dim() == 3 and (not t.dtype.is_floating_point or _lift_1d(t, routes))
+    if lifted:
         t, args = t.unsqueeze(2), route.max_args_2d
     back = False
     if t.dim() > 3:
         fmt = _CHANNELS_LAST[t.dim()]
-        if t.dtype in (torch.int8, torch.uint8):
-            if compiling or (t.numel() > 127 and (
+        if t.dtype in _INT8:
+            if routes is None or (t.numel() > 127 and (
                     t.is_contiguous(memory_format=fmt) or not t.is_contiguous())):
                 # torch's channels_last int8 kernels index planes with int8: above 127 cells
                 # they fail
                 t = t.clone(memory_format=torch.contiguous_format)
-        elif (not compiling and t.numel() >= _CHANNELS_LAST_MIN and t.shape[1] >= 8
-              and t.device.type == "cpu" and t.is_contiguous() and t.dtype.is_floating_point
-              and not t.is_contiguous(memory_format=fmt)):
-            # torch's CPU max pool vectorises over channels in channels_last memory format:
-            # from 8 channels on that is several times faster, conversions included (below,
-            # slower); the result goes back to the caller's format
+        elif _channels_last(t, routes):
             t, back = t.contiguous(memory_format=fmt), True
     crop = route.crop if route.native else None
     if want_idx:
@@ -714,6 +660,144 @@ def _adaptive_gather_max(xc: torch.Tensor, plan: AdaptivePlan):
         out, pick = taken.max(dim=axis + 1)
         pos = taken_pos.gather(axis + 1, pick.unsqueeze(axis + 1)).squeeze(axis + 1)
     return out, pos
+
+
+# ---------------------------------------------------------------------------- speed routes
+# Each asks the setting (config.take_route's, read once per call) where the route is exact,
+# with the tuning's answer as ``auto``; none runs while torch.compile traces (``routes`` None).
+
+
+def _auto_small_max(x: torch.Tensor, route: _Route):
+    """``auto``'s answer for a float max torch expresses in one call, below the separable and
+    channels_last thresholds: that call on an NC* view (one channel: the unit-channel view),
+    without :func:`_run_pool`'s other steps (a tiny call pays for each)."""
+    if not 0 < x.numel() < _SMALL or not x.is_floating_point():
+        return _run_pool(x, route, config.AUTO)
+    fn, args = route.fast
+    perms = route.perms
+    if perms is None:
+        return fn(x, *args)
+    if x.shape[-1] == 1:
+        return fn(x.view(x.shape[0], *route.unit_channel), *args).permute(perms[1])
+    return fn(x.permute(perms[0]), *args).permute(perms[1])
+
+
+_SMALL = min(TUNING.separable_min, TUNING.channels_last_min)
+
+
+def _nc_view(x: torch.Tensor, route: _Route, routes: Routes) -> torch.Tensor:
+    """A channels_last tensor as an NC* view (permuted: torch's channels_last format)."""
+    if routes is not None and x.shape[-1] == 1 and routes.take(UNIT_CHANNEL, True):
+        # torch reads a one-channel permuted view as channels_last and that kernel starts
+        # worker threads even for a few cells: NCHW strides pick its plain kernel
+        return x.view(x.shape[0], *route.unit_channel)
+    return x.permute(route.perms[0])
+
+
+def _lift_1d(t: torch.Tensor, routes: Routes) -> bool:
+    """Pool this 1-D float NC* tensor as 2-D? (torch's 1-D max pool copies strided input)"""
+    return routes is not None and routes.take(LIFT_1D, not t.is_contiguous())
+
+
+def _channels_last(t: torch.Tensor, routes: Routes) -> bool:
+    """Max-pool this NC* tensor (2-D/3-D, not int8, whose channels_last kernels fail) in
+    channels_last memory format? torch's CPU kernel vectorises over channels there: from
+    ``TUNING.channels_last_channels`` on that pays for both conversions."""
+    if routes is None or t.is_contiguous(memory_format=_CHANNELS_LAST[t.dim()]):
+        return False
+    return routes.take(CHANNELS_LAST, (
+        t.is_cpu and t.dtype.is_floating_point and t.is_contiguous()
+        and t.numel() >= TUNING.channels_last_min
+        and t.shape[1] >= TUNING.channels_last_channels))
+
+
+def _fixup_check(y: torch.Tensor, routes: Routes) -> bool:
+    """May a data check of the pooled values skip the index fix-ups? (off the CPU it syncs)"""
+    return routes is not None and routes.take(FIXUP_CHECK, y.is_cpu)
+
+
+def _separable_dims(t: torch.Tensor, route: _Route, routes: Routes) -> tuple[bool, ...] | None:
+    """None: torch's max pool; else the separable max of :func:`_separable_max`, with per dim
+    whether it unfolds. Only where no gradient is recorded: ``torch.maximum`` and ``amax``
+    split a tie's gradient. It pays on the CPU from ``TUNING.separable_min`` cells, unless
+    torch's channels_last kernel can vectorise over the channels; unfolding pays for a dim of
+    ``TUNING.unfold_taps`` taps, unless the channels are innermost (the taps are faster)."""
+    if routes is None or (t.requires_grad and torch.is_grad_enabled()):
+        return None
+    auto = (t.is_cpu and t.numel() >= TUNING.separable_min and not (
+        t.stride(1) == 1 and t.shape[1] >= TUNING.vector_channels and not t.is_contiguous()))
+    separable = routes.take(SEPARABLE, auto)
+    unfold_auto = auto and (t.stride(1) != 1 or t.shape[1] == 1)
+    unfold = tuple(dim[4] is not None and routes.take(
+        UNFOLD, unfold_auto and dim[5] >= TUNING.unfold_taps) for dim in route.separable)
+    return unfold if separable or any(unfold) else None
+
+
+def _separable_taps(plan: PoolPlan) -> tuple:
+    """Per spatial dim of an NC* tensor: (axis, output size, up to two taps that reach every
+    output, the other taps as (source index, output index), unfold arguments or None, number
+    of taps). A tap is one strided slice; the outputs it would read in padding or past the
+    input are left out, so no padding is made and a window of padding only keeps the initial
+    lowest value. A dim whose taps all stay inside (no padding) may instead unfold."""
+    spec = plan.spec
+    dims = []
+    for d, (n, m) in enumerate(zip(plan.in_size, plan.out_size)):
+        axis, s, lo = 2 + d, spec.stride[d], plan.pads[d][0]
+        full, rest = [], []
+        for j in range(spec.window[d]):
+            offset = j * spec.dilation[d] - lo
+            first = max(0, -(offset // s))
+            last = min(m, (n - 1 - offset) // s + 1)
+            if first >= last:
+                continue
+            start = first * s + offset
+            src = (slice(None),) * axis + (slice(start, start + (last - first - 1) * s + 1, s),)
+            if first == 0 and last == m and len(full) < 2:
+                full.append(src)
+            else:
+                rest.append((src, (slice(None),) * axis + (slice(first, last),)))
+        inside = lo == 0 and len(full) + len(rest) == spec.window[d] and all(
+            dst == (slice(None),) * axis + (slice(0, m),) for _, dst in rest)
+        unfold = ((m - 1) * s + spec.extent[d], spec.extent[d], s, spec.dilation[d]) if (
+            inside) else None
+        dims.append((axis, m, tuple(full), tuple(rest), unfold, spec.window[d]))
+    return tuple(dims)
+
+
+def _separable_max(t: torch.Tensor, route: _Route, lowest: float | int,
+                   unfold: tuple[bool, ...]) -> torch.Tensor:
+    """Max pool as one max over window taps per spatial dim, outermost first (a window is a
+    product, so the max is separable): each tap a strided slice combined by
+    ``torch.maximum``, which propagates NaN and keeps its first argument on a tie, or where
+    ``unfold[d]``, the dim's windows unfolded and reduced by ``amax``. No layout copy."""
+    last = len(route.separable) - 1
+    for d, (axis, size, full, rest, unfold_args, _) in enumerate(route.separable):
+        if unfold[d]:
+            span, extent, s, dil = unfold_args
+            windows = t.narrow(axis, 0, span).unfold(axis, extent, s)
+            t = torch.amax(windows if dil == 1 else windows[..., ::dil], -1,
+                           out=_new_like(t, axis, size))
+            continue
+        if len(full) == 2:
+            out = torch.maximum(t[full[0]], t[full[1]])
+        elif full:  # a view if nothing writes into it and a later pass makes the output
+            out = t[full[0]].clone() if rest or d == last else t[full[0]]
+        else:  # some outputs see no tap: they keep the lowest value
+            out = _new_like(t, axis, size).fill_(lowest)
+        for src, dst in rest:
+            view = out[dst]
+            torch.maximum(view, t[src], out=view)
+        t = out
+    return t
+
+
+
+def _new_like(t: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    """An empty tensor of ``t``'s shape but ``size`` along ``axis``, in ``t``'s dim order (a
+    reduction would make it contiguous: channels_last input must give channels_last output)."""
+    order = sorted(range(t.dim()), key=t.stride, reverse=True)
+    shape = [size if i == axis else t.shape[i] for i in order]
+    return t.new_empty(shape).permute([order.index(i) for i in range(t.dim())])
 
 
 BACKEND = TorchBackend()
