@@ -218,3 +218,34 @@ def test_capabilities_report_every_feature():
     assert set(caps.values()) <= {NATIVE, EMULATED}
     assert caps["max"] == NATIVE and caps["ceil_mode"] == EMULATED
     assert BACKEND.version() == tf.__version__
+
+
+_QUIET = """
+import numpy as np, tensorflow as tf, pooladapt as pa
+for dtype in ("float16", "bfloat16", "float32", "float64"):
+    for mode in ("max", "avg"):
+        x = tf.cast(tf.random.normal((2, 3, 6, 6)), dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = pa.pool2d(x, mode, 2, data_format="channels_first")
+        tape.gradient(y, x)
+        tf.function(lambda t: pa.pool2d(t, mode, 3, 2, 1, data_format="channels_first"))(x)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"])
+def test_channels_first_pooling_logs_no_refused_kernel(onednn):
+    # issue 20: a probe that ran TF's NCHW kernel where there is none made TF log "Local
+    # rendezvous is aborting ... only supports NHWC" into the user's output
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    run = subprocess.run([sys.executable, "-c", _QUIET], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "done" in run.stdout, run.stderr
+    noisy = [line for line in run.stderr.splitlines()
+             if "rendezvous" in line.lower() or "NHWC" in line]
+    assert not noisy, noisy

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import pooladapt as pa
+from pooladapt.backends.tensorflow import BACKEND
 from pooladapt.indices import from_tf_argmax
 
 LOWEST32 = float(np.finfo(np.float32).min)  # -3.4028235e38
@@ -150,25 +151,27 @@ def test_d5_argmax_nan_handling_depends_on_position():
     assert np.isnan(_flat(y)).all() and _flat(idx) == [0, 3]
 
 
-def test_subnormals_compare_as_zero():
-    """Not in the notes: TF's CPU kernels (XLA too) treat subnormals as zero, a known
-    deviation of the tensorflow backend for bfloat16, float32 and float64."""
-    from pooladapt.backends.tensorflow import BACKEND
-
-    tiny = float(np.float32(1e-40))
-    x = _row([0.0, tiny, tiny, 0.0])
-    assert _flat(tf.constant(tiny) == tf.constant(0.0)) == [True]
-    assert _flat(tf.constant(tiny) + 0.0) == [0.0]
-    # the subnormal ties with 0 and the first of the two wins; pooladapt's max follows TF
-    assert _flat(tf.nn.max_pool2d(x, (1, 2), (1, 2), "VALID")) == [0.0, tiny]
-    assert _flat(pa.pool2d(x, "max", (1, 2))) == [0.0, tiny]
-    assert {"subnormals:float32", "subnormals:float64", "subnormals:bfloat16"} <= set(
-        BACKEND.known_deviations)
-    # float16 runs in float32, where its subnormals are normal numbers: exact
-    unit = 2.0**-24  # float16's smallest subnormal
-    half = _row([unit, 3 * unit, 2 * unit, 0.0], tf.float16)
-    assert _flat(pa.pool2d(half, "max", (1, 2))) == [3 * unit, 2 * unit]
-    assert _flat(pa.pool2d(half, "avg", (1, 2))) == [2 * unit, unit]
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_subnormals_read_as_zero_where_tf_flushes_them(dtype):
+    """Not in the notes: on x86 TF's CPU kernels (XLA too) read subnormals as zero; float16
+    runs in float32, where its subnormals are normal. Detected here, not assumed: the
+    backend lists the known deviation for a dtype exactly where TF flushes, and its max then
+    gives what MaxPool gives."""
+    dt = tf.as_dtype(dtype)
+    tiny = float(np.finfo(dt.as_numpy_dtype).smallest_subnormal)
+    flushed = float(tf.constant(tiny, dt) + tf.zeros([], dt)) == 0.0
+    assert (f"subnormals:{dtype}" in BACKEND.known_deviations) is flushed
+    x = _row([tiny, 3 * tiny, 2 * tiny, 0.0], dt)
+    native = _flat(tf.nn.max_pool2d(x, (1, 2), (1, 2), "VALID"))
+    if flushed:
+        # every cell reads as 0, so each window ties: the kernel gives one of its cells or
+        # the 0 it read (oneDNN's float32 MaxPool here keeps the first cell, Eigen gives 0)
+        assert native[0] in (tiny, 3 * tiny, 0.0) and native[1] in (2 * tiny, 0.0)
+        assert _flat(pa.pool2d(x, "max", (1, 2))) == native
+    else:
+        assert native == [3 * tiny, 2 * tiny]
+        assert _flat(pa.pool2d(x, "max", (1, 2))) == [3 * tiny, 2 * tiny]
+        assert _flat(pa.pool2d(x, "avg", (1, 2))) == [2 * tiny, tiny]
 
 
 # ------------------------------------------------------------------ D7: integer dtypes
@@ -188,14 +191,17 @@ def test_d7_tf_average_rejects_integers_and_max_accepts_them():
 # ------------------------------------------------------------------ D8: NCHW on CPU
 
 
-def test_d8_nchw_gradient_is_unsupported_on_cpu():
+def test_d8_nchw_pooling_on_cpu_needs_onednn_and_has_no_gradient():
     x = tf.reshape(tf.range(16, dtype=tf.float32), (1, 1, 4, 4))  # NCHW
     with tf.GradientTape() as tape:
         tape.watch(x)
-        try:  # the forward pass needs oneDNN (on by default on x86)
+        try:  # the forward pass needs oneDNN (on by default on x86 CPUs with AVX-512 VNNI)
             y = tf.nn.max_pool2d(x, 2, 2, "VALID", data_format="NCHW")
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
             y = None
+    # the backend reads whether the kernel exists from TF's build and kernel registry,
+    # without running it (a refused kernel logs an error): it lists the route exactly here
+    assert ("tensorflow.nchw_kernel" in BACKEND.speed_routes) is (y is not None)
     if y is not None:
         assert _flat(y) == [5.0, 7.0, 13.0, 15.0]
         with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.UnimplementedError),
