@@ -252,6 +252,12 @@ class GlobalSpec:
         start = 2 if self.data_format == "channels_first" else 1
         return tuple(range(start, start + self.ndim))
 
+    def pool_spec(self, spatial: tuple[int, ...]) -> PoolSpec:
+        """Global pooling as a pool whose window is the whole ``spatial`` plane (keeps the
+        spatial dims as size 1)."""
+        return make_spec(self.mode, spatial, p=self.p if self.mode == "lp" else None,
+                         data_format=self.data_format, ndim=self.ndim)
+
 
 def make_global_spec(
     mode: str, *, ndim: int, keepdims: bool = False, p: float | None = None,

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+from pooladapt.plan import AdaptivePlan, PoolPlan
+from pooladapt.spec import GlobalSpec, UnpoolSpec, make_spec
 
 NATIVE = "native"
 EMULATED = "emulated"
@@ -42,6 +43,31 @@ FEATURES: tuple[str, ...] = (
     "nan", "float16", "bfloat16", "global", "adaptive", "unpool", "autograd", "compile",
 )
 """The feature names every backend's ``capabilities()`` reports (``pooladapt info``)."""
+
+PLAN_PROBES: dict[str, tuple[dict[str, Any], str]] = {
+    "max": (dict(mode="max", window=2), "float32"),
+    "avg": (dict(mode="avg", window=2), "float32"),
+    "lp": (dict(mode="lp", window=2), "float32"),
+    "symmetric_padding": (dict(mode="max", window=3, stride=1, padding=1), "float32"),
+    "asymmetric_padding": (dict(mode="max", window=3, stride=1, padding=((0, 1), (1, 0))),
+                           "float32"),
+    "same": (dict(mode="max", window=3, stride=2, padding="same"), "float32"),
+    "ceil_mode": (dict(mode="max", window=3, stride=2, ceil_mode=True), "float32"),
+    "dilation": (dict(mode="max", window=2, dilation=2), "float32"),
+    "count_include_pad": (dict(mode="avg", window=3, stride=1, padding=1,
+                               count_include_pad=True), "float32"),
+    "indices": (dict(mode="max", window=2, return_indices=True), "float32"),
+    "channels_first": (dict(mode="max", window=2, data_format="channels_first"), "float32"),
+    "channels_last": (dict(mode="max", window=2, data_format="channels_last"), "float32"),
+    "integers": (dict(mode="max", window=2), "int32"),
+    "float16": (dict(mode="max", window=2), "float16"),
+    "bfloat16": (dict(mode="max", window=2), "bfloat16"),
+}
+"""Feature -> a 2-D plan (on a 1x8x8x3 input, channels last unless said) and dtype that shows
+how a backend realises it: ``capabilities()`` asks the backend's own routing about each."""
+
+FAMILY_FEATURES: tuple[str, ...] = ("nan", "global", "adaptive", "unpool", "autograd", "compile")
+"""Features that are not one plan: a backend declares which it realises natively."""
 
 
 class Backend:
@@ -54,8 +80,34 @@ class Backend:
         raise NotImplementedError
 
     def capabilities(self) -> dict[str, str]:
-        """Feature -> ``"native"`` or ``"emulated"`` (how this backend realises it)."""
-        return {}
+        """Feature -> ``"native"`` or ``"emulated"`` (how this backend realises it), derived
+        from the backend's own routing: :meth:`lowers_natively` on each of ``PLAN_PROBES``, and
+        ``native_features`` for the rest (absent: not available, e.g. autograd on NumPy)."""
+        caps = {}
+        for feature, (kwargs, dtype) in PLAN_PROBES.items():
+            kwargs = {"data_format": "channels_last", **kwargs}
+            spec = make_spec(**kwargs, ndim=2)
+            shape = (1, 3, 8, 8) if spec.channels_first else (1, 8, 8, 3)
+            native = self.lowers_natively(spec.plan(shape), dtype)
+            if native is not None:
+                caps[feature] = NATIVE if native else EMULATED
+        for feature in FAMILY_FEATURES:
+            if feature in self.native_features:
+                caps[feature] = NATIVE
+            elif feature in self.emulated_features:
+                caps[feature] = EMULATED
+        return caps
+
+    def lowers_natively(self, plan: PoolPlan, dtype_name: str) -> bool | None:
+        """True when this backend runs ``plan`` on ``dtype_name`` input as the framework's own
+        pooling op (a layout change aside), False when it emulates it (explicit padding, taps,
+        a divisor map, a fix-up); None when it cannot run it at all."""
+        raise NotImplementedError
+
+    native_features: frozenset[str] = frozenset()
+    """Of ``FAMILY_FEATURES``, those the framework's own ops realise as pooladapt means them."""
+    emulated_features: frozenset[str] = frozenset()
+    """Of ``FAMILY_FEATURES``, those this backend realises by emulation."""
 
     def from_numpy(self, a: np.ndarray) -> Any:
         raise NotImplementedError

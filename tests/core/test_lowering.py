@@ -137,3 +137,24 @@ def test_maps_agree_with_the_oracle_windows():
         want = [c[0] * 6 + c[1] if kind == "real" else -1
                 for c, kind in oracle._window(spec, plan, o)]
         assert maps[(slice(None), *o)].tolist() == want
+
+
+def test_capabilities_come_from_the_backends_own_routing():
+    """A backend's capabilities are its answers about the probe plans, not a hand list."""
+    from pooladapt.backends.base import FAMILY_FEATURES, PLAN_PROBES, Backend
+
+    class OnlySymmetric(Backend):  # native: no padding or symmetric padding, float32 only
+        native_features = frozenset({"global"})
+        emulated_features = frozenset({"unpool"})
+
+        def lowers_natively(self, plan, dtype_name):
+            if dtype_name == "bfloat16":
+                return None
+            return plan.symmetric_pads and dtype_name == "float32"
+
+    caps = OnlySymmetric().capabilities()
+    assert caps["symmetric_padding"] == caps["max"] == "native"
+    assert caps["asymmetric_padding"] == caps["same"] == "emulated"  # same: pads (0, 1) on 8
+    assert caps["integers"] == caps["float16"] == "emulated" and "bfloat16" not in caps
+    assert caps["global"] == "native" and caps["unpool"] == "emulated" and "autograd" not in caps
+    assert set(caps) <= set(PLAN_PROBES) | set(FAMILY_FEATURES)
