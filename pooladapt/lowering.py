@@ -14,11 +14,14 @@ from __future__ import annotations
 import itertools
 import math
 from functools import lru_cache
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
 from pooladapt.plan import AdaptivePlan, PoolPlan, output_size, same_pads
+
+if TYPE_CHECKING:  # types only
+    from pooladapt.spec import GlobalSpec, PoolSpec
 
 # ---------------------------------------------------------------------------- dtypes
 
@@ -267,3 +270,160 @@ def check_unpool_index(top: int, out_size: tuple[int, ...]) -> None:
     if top >= math.prod(out_size):
         raise ValueError(f"an index ({top}) is outside the output plane {tuple(out_size)!r} "
                          f"({math.prod(out_size)} cells)")
+
+
+# ---------------------------------------------------------------------------- the plan's ONNX node
+
+ONNX_OPSET = 22
+"""The opset whose pooling operators define the canonical meaning (API.md §1). The pooling
+operators have not changed since (onnx 1.23's opset 28 still has their version 22)."""
+
+ONNX_POOL_OPS = {"max": "MaxPool", "avg": "AveragePool", "lp": "LpPool"}
+ONNX_GLOBAL_OPS = {"max": "GlobalMaxPool", "avg": "GlobalAveragePool", "lp": "GlobalLpPool"}
+
+# (op, attribute) -> the first opset whose version of the op has it (ONNX's operator docs)
+_ONNX_SINCE = {("MaxPool", "dilations"): 10, ("MaxPool", "ceil_mode"): 10,
+               ("AveragePool", "count_include_pad"): 7, ("AveragePool", "ceil_mode"): 10,
+               ("AveragePool", "dilations"): 19, ("LpPool", "ceil_mode"): 18,
+               ("LpPool", "dilations"): 18}
+OnnxAttribute = int | float | str | tuple[int, ...]
+
+
+class OnnxNode(NamedTuple):
+    """One ONNX operator node: ``op_type`` and its attributes as ``onnx.helper.make_node``
+    takes them (``attrs``); ``outputs`` is 2 for a MaxPool that also gives ``Indices`` (flat
+    over N*C*plane: ``pooladapt.indices.from_onnx`` converts them). Input: the NC* tensor."""
+
+    op_type: str
+    attributes: tuple[tuple[str, OnnxAttribute], ...]
+    outputs: int = 1
+
+    @property
+    def attrs(self) -> dict[str, OnnxAttribute]:
+        return dict(self.attributes)
+
+
+def onnx_dtypes(op_type: str, opset: int = ONNX_OPSET) -> tuple[str, ...]:
+    """The input dtypes ONNX's ``op_type`` takes at ``opset`` (its type constraint T): floats
+    (bfloat16 from opset 22), and int8/uint8 for MaxPool from opset 12."""
+    floats = ("float16", "float32", "float64") + (("bfloat16",) if opset >= 22 else ())
+    return floats + (("int8", "uint8") if op_type == "MaxPool" and opset >= 12 else ())
+
+
+def _check_opset(opset: object) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
+        raise ValueError(f"opset must be an int >= 7 (the first with count_include_pad), "
+                         f"got {opset!r}")
+    return opset
+
+
+def _int_p(p: float) -> int | str:
+    """LpPool's ``p`` is an integer attribute (a float only in opset 1)."""
+    return int(p) if float(p).is_integer() else (
+        f"ONNX LpPool's p is an integer attribute; p={p!r} is not an integer")
+
+
+@lru_cache(maxsize=1024)
+def _onnx_pool(plan: PoolPlan, opset: int, dtype: str | None) -> OnnxNode | str:
+    spec = plan.spec
+    op = ONNX_POOL_OPS[spec.mode]
+    if dtype is not None and dtype not in onnx_dtypes(op, opset):
+        return f"ONNX {op} (opset {opset}) takes {', '.join(onnx_dtypes(op, opset))}, not {dtype}"
+    if plan.all_padding_windows and (spec.mode == "max" or (
+            spec.mode == "avg" and not spec.count_include_pad)):
+        return (f"a window holds padding only, and ONNX {op} leaves its value undefined "
+                "(pooladapt: -inf and index -1 for max, 0 / 0 = NaN for avg)")
+
+    def has(attribute: str) -> bool:
+        return opset >= _ONNX_SINCE.get((op, attribute), 1)
+
+    if any(d != 1 for d in spec.dilation) and not has("dilations"):
+        return f"ONNX {op} has dilations from opset {_ONNX_SINCE[(op, 'dilations')]}"
+    lows, highs = [lo for lo, _ in plan.pads], [hi for _, hi in plan.pads]
+    ceil = 0
+    floor_sizes = tuple(output_size(n, lo, hi, e, s, False) for n, (lo, hi), e, s in zip(
+        plan.in_size, plan.pads, spec.extent, spec.stride))
+    if floor_sizes != plan.out_size:  # ceil mode adds a window, which starts in the input
+        if has("ceil_mode"):
+            ceil = 1
+        elif not spec.count_include_pad:  # the ceil cells as padding: never counted, never won
+            highs = [hi + e for hi, e in zip(highs, plan.ceil_extra)]
+        else:
+            return (f"ceil_mode with count_include_pad: ONNX {op} has ceil_mode from opset "
+                    f"{_ONNX_SINCE[(op, 'ceil_mode')]}, and padding would count the ceil cells")
+    attrs: list[tuple[str, OnnxAttribute]] = [
+        ("kernel_shape", spec.window), ("strides", spec.stride), ("pads", (*lows, *highs))]
+    if has("dilations"):
+        attrs.append(("dilations", spec.dilation))
+    if has("ceil_mode"):
+        attrs.append(("ceil_mode", ceil))
+    if op == "AveragePool":
+        attrs.append(("count_include_pad", int(spec.count_include_pad)))
+    if op == "LpPool":
+        p = _int_p(spec.p)
+        if isinstance(p, str):
+            return p
+        attrs.append(("p", p))
+    return OnnxNode(op, tuple(attrs), 2 if spec.return_indices else 1)
+
+
+def onnx_pool_node(plan: PoolPlan, opset: int = ONNX_OPSET,
+                   dtype: str | None = None) -> OnnxNode | None:
+    """The one ONNX node (MaxPool, AveragePool or LpPool, opset ``opset``) that computes
+    ``plan`` exactly on an NC* input of ``dtype`` (any dtype when None), or None when ONNX
+    cannot express it (:func:`onnx_pool_gap` says why).
+
+    Explicit ``pads`` ``[x1_begin, x2_begin, ..., x1_end, ...]`` always (ONNX calls
+    ``auto_pad`` deprecated; a resolved plan never needs it: :func:`onnx_auto_pad`). Where
+    ceil mode adds a window, ``ceil_mode=1`` (that window starts inside the input, so the rule
+    that drops one starting in the right padding, written in the docs from opset 22, never
+    matters); before the op has ``ceil_mode``, the ceil cells fold into the end pads (max, lp
+    and avg without ``count_include_pad``, which never count them).
+
+    >>> plan = make_spec("avg", 3, 2, 1, count_include_pad=True, ndim=1).plan((1, 5, 1))
+    >>> onnx_pool_node(plan).attrs["pads"]
+    (1, 1)
+    """
+    node = _onnx_pool(plan, _check_opset(opset), dtype)
+    return node if isinstance(node, OnnxNode) else None
+
+
+def onnx_pool_gap(plan: PoolPlan, opset: int = ONNX_OPSET, dtype: str | None = None) -> str | None:
+    """Why no single ONNX node computes ``plan`` (None when :func:`onnx_pool_node` gives one)."""
+    node = _onnx_pool(plan, _check_opset(opset), dtype)
+    return None if isinstance(node, OnnxNode) else node
+
+
+def _onnx_global(spec: GlobalSpec, opset: int, dtype: str | None) -> OnnxNode | str:
+    op = ONNX_GLOBAL_OPS[spec.mode]
+    if dtype is not None and dtype not in onnx_dtypes(op, opset):
+        return f"ONNX {op} (opset {opset}) takes {', '.join(onnx_dtypes(op, opset))}, not {dtype}"
+    if spec.mode != "lp":
+        return OnnxNode(op, ())
+    p = _int_p(spec.p)
+    return OnnxNode(op, (("p", p),)) if isinstance(p, int) else p
+
+
+def onnx_global_node(spec: GlobalSpec, opset: int = ONNX_OPSET,
+                     dtype: str | None = None) -> OnnxNode | None:
+    """The ONNX node of a global pool (GlobalMaxPool, GlobalAveragePool, GlobalLpPool with an
+    integer ``p``; its output keeps the spatial dims as 1s), or None (:func:`onnx_global_gap`)."""
+    node = _onnx_global(spec, _check_opset(opset), dtype)
+    return node if isinstance(node, OnnxNode) else None
+
+
+def onnx_global_gap(spec: GlobalSpec, opset: int = ONNX_OPSET,
+                    dtype: str | None = None) -> str | None:
+    """Why no ONNX node computes the global pool ``spec`` (None when there is one)."""
+    node = _onnx_global(spec, _check_opset(opset), dtype)
+    return None if isinstance(node, OnnxNode) else node
+
+
+def onnx_auto_pad(spec: PoolSpec) -> str | None:
+    """The ``auto_pad`` a node needs only when it is built without the input's spatial size
+    (symbolic dims): ``SAME_UPPER``/``SAME_LOWER``/``VALID`` for those paddings, None for
+    explicit pads (the same for every size). A plan's node never needs it: explicit pads are
+    exact and the spec calls auto_pad deprecated. onnxruntime 1.32 computes SAME pads without
+    the dilation (tests/onnxruntime/test_framework_notes.py)."""
+    rules = {"same_upper": "SAME_UPPER", "same_lower": "SAME_LOWER", "valid": "VALID"}
+    return rules[spec.padding] if isinstance(spec.padding, str) else None

@@ -158,3 +158,185 @@ def test_capabilities_come_from_the_backends_own_routing():
     assert caps["integers"] == caps["float16"] == "emulated" and "bfloat16" not in caps
     assert caps["global"] == "native" and caps["unpool"] == "emulated" and "autograd" not in caps
     assert set(caps) <= set(PLAN_PROBES) | set(FAMILY_FEATURES)
+
+
+# ---------------------------------------------------------------------------- the plan's ONNX node
+
+
+def onnx_plan(mode, window, stride=None, padding="valid", dilation=1, ceil_mode=False, size=(5,),
+              **kw):
+    fmt = {1: "NCW", 2: "NCHW", 3: "NCDHW"}[len(size)]
+    spec = make_spec(mode, window, stride, padding, dilation, ceil_mode, data_format=fmt,
+                     ndim=len(size), **kw)
+    return spec.plan((1, 1, *size))
+
+
+def test_onnx_node_of_a_max_pool_with_indices():
+    # pads in ONNX order: every dim's begin, then every dim's end
+    plan = onnx_plan("max", (3, 2), (2, 1), ((1, 0), (0, 1)), (1, 2), size=(6, 7),
+                     return_indices=True)
+    node = lowering.onnx_pool_node(plan)
+    assert node == lowering.OnnxNode("MaxPool", (
+        ("kernel_shape", (3, 2)), ("strides", (2, 1)), ("pads", (1, 0, 0, 1)),
+        ("dilations", (1, 2)), ("ceil_mode", 0)), outputs=2)
+    assert lowering.onnx_pool_gap(plan) is None
+
+
+def test_onnx_node_of_same_padding_is_explicit():
+    # n=4, window 3, stride 2: total padding 1, at the end (same_upper) or the start (lower)
+    upper = lowering.onnx_pool_node(onnx_plan("avg", 3, 2, "same", size=(4,)))
+    lower = lowering.onnx_pool_node(onnx_plan("avg", 3, 2, "same_lower", size=(4,)))
+    assert upper.attrs["pads"] == (0, 1) and lower.attrs["pads"] == (1, 0)
+    assert "auto_pad" not in upper.attrs and upper.attrs["count_include_pad"] == 0
+    assert lowering.onnx_auto_pad(onnx_plan("avg", 3, 2, "same_lower", size=(4,)).spec) == (
+        "SAME_LOWER")
+    assert lowering.onnx_auto_pad(onnx_plan("max", 3, 2, ((1, 1),)).spec) is None
+
+
+def test_onnx_ceil_mode_only_where_it_adds_a_window():
+    # n=5, window 2, stride 2, pad 1: windows start at -1, 1, 3; ceil would add one at 5,
+    # which starts in the right padding and is dropped: floor's count, no ceil_mode needed
+    plan = onnx_plan("avg", 2, 2, 1, ceil_mode=True, count_include_pad=True)
+    assert plan.out_size == (3,)
+    assert lowering.onnx_pool_node(plan).attrs["ceil_mode"] == 0
+    # n=4, window 3, stride 2, pad 1: floor 2 windows, ceil 3 (the last reads 3, 4 and 5: a
+    # ceil cell past the end padding, which no divisor counts)
+    plan = onnx_plan("avg", 3, 2, 1, ceil_mode=True, count_include_pad=True, size=(4,))
+    assert plan.out_size == (3,) and plan.ceil_extra == (1,)
+    for opset in (10, 18, 22):
+        node = lowering.onnx_pool_node(plan, opset)
+        assert node.attrs["ceil_mode"] == 1 and node.attrs["pads"] == (1, 1)
+    assert lowering.onnx_pool_node(plan, 9) is None  # no ceil_mode before opset 10
+    assert "count_include_pad" in lowering.onnx_pool_gap(plan, 9)
+
+
+def test_onnx_ceil_cells_fold_into_the_end_pads_before_the_op_has_ceil_mode():
+    # n=5, window 3, stride 3, ceil: windows 0-2 and 3-5, the last with 1 ceil cell
+    plan = onnx_plan("lp", 3, 3, ceil_mode=True, p=1.0)
+    assert plan.out_size == (2,) and plan.ceil_extra == (1,)
+    assert lowering.onnx_pool_node(plan, 17).attrs == {
+        "kernel_shape": (3,), "strides": (3,), "pads": (0, 1), "p": 1}  # no ceil_mode in 17
+    assert lowering.onnx_pool_node(plan).attrs["ceil_mode"] == 1
+    assert lowering.onnx_pool_node(onnx_plan("max", 3, 3, ceil_mode=True), 9).attrs[
+        "pads"] == (0, 1)
+    assert lowering.onnx_pool_node(onnx_plan("avg", 3, 3, ceil_mode=True), 9).attrs == {
+        "kernel_shape": (3,), "strides": (3,), "pads": (0, 1), "count_include_pad": 0}
+
+
+def test_onnx_attributes_by_opset():
+    dilated = onnx_plan("avg", 2, 1, dilation=2)
+    assert lowering.onnx_pool_node(dilated, 18) is None
+    assert "opset 19" in lowering.onnx_pool_gap(dilated, 18)
+    assert lowering.onnx_pool_node(dilated, 19).attrs["dilations"] == (2,)
+    assert "dilations" not in lowering.onnx_pool_node(onnx_plan("avg", 2), 18).attrs
+    assert lowering.onnx_pool_node(onnx_plan("max", 2, dilation=2), 10) is not None
+    assert lowering.onnx_pool_node(onnx_plan("lp", 2, dilation=2, p=3), 17) is None
+    assert set(lowering.onnx_pool_node(onnx_plan("max", 2), 8).attrs) == {
+        "kernel_shape", "strides", "pads"}
+    for bad in (6, 22.0, "22", True):
+        with pytest.raises(ValueError, match="opset"):
+            lowering.onnx_pool_node(onnx_plan("max", 2), bad)
+
+
+def test_onnx_lp_needs_an_integer_p():
+    assert lowering.onnx_pool_node(onnx_plan("lp", 2, p=3.0)).attrs["p"] == 3
+    plan = onnx_plan("lp", 2, p=1.5)
+    assert lowering.onnx_pool_node(plan) is None
+    assert "integer" in lowering.onnx_pool_gap(plan) and "1.5" in lowering.onnx_pool_gap(plan)
+
+
+def test_onnx_dtypes():
+    plan = onnx_plan("max", 2)
+    assert lowering.onnx_dtypes("MaxPool") == (
+        "float16", "float32", "float64", "bfloat16", "int8", "uint8")
+    assert lowering.onnx_dtypes("AveragePool", 21) == ("float16", "float32", "float64")
+    assert lowering.onnx_pool_node(plan, 12, "uint8") is not None
+    assert lowering.onnx_pool_node(plan, 11, "int8") is None
+    assert lowering.onnx_pool_node(plan, 21, "bfloat16") is None
+    assert "not int32" in lowering.onnx_pool_gap(plan, 22, "int32")
+    assert lowering.onnx_pool_node(onnx_plan("avg", 2), 22, "int8") is None
+
+
+def test_onnx_windows_of_padding_only():
+    # n=2, window 2, dilation 3, padding 1: the only window's taps (-1 and 2) are padding
+    kw = dict(window=2, stride=1, padding=1, dilation=3, size=(2,))
+    assert lowering.onnx_pool_node(onnx_plan("max", **kw)) is None
+    assert "padding only" in lowering.onnx_pool_gap(onnx_plan("avg", **kw))
+    # defined: 0 / (the window's 2 cells) and the 0-norm
+    assert lowering.onnx_pool_node(onnx_plan("avg", **kw, count_include_pad=True)) is not None
+    assert lowering.onnx_pool_node(onnx_plan("lp", **kw)) is not None
+
+
+def test_onnx_global_nodes():
+    from pooladapt.spec import make_global_spec
+
+    def spec(mode, p=None):
+        return make_global_spec(mode, p=p, data_format="NCHW", ndim=2)
+
+    assert lowering.onnx_global_node(spec("max")) == lowering.OnnxNode("GlobalMaxPool", ())
+    assert lowering.onnx_global_node(spec("avg"), 7).op_type == "GlobalAveragePool"
+    assert lowering.onnx_global_node(spec("lp")).attrs == {"p": 2}
+    assert lowering.onnx_global_node(spec("lp", 0.5)) is None
+    assert "integer" in lowering.onnx_global_gap(spec("lp", 0.5))
+    assert lowering.onnx_global_node(spec("max"), dtype="int8") is None
+    assert lowering.onnx_global_gap(spec("avg"), dtype="float64") is None
+
+
+def _onnx_cases():
+    """Plans over a small geometry grid, in every mode."""
+    import itertools
+
+    for (mode, extra), (window, stride), padding, dilation, ceil, size in itertools.product(
+            (("max", {}), ("max", {"return_indices": True}), ("avg", {}),
+             ("avg", {"count_include_pad": True}), ("lp", {"p": 1.0}), ("lp", {"p": 3.0})),
+            ((2, 2), (3, 2), (3, 1), (2, 3)), ("valid", "same", "same_lower", ((1, 0),), 1),
+            (1, 2), (False, True), ((5,), (6,))):
+        try:
+            plan = onnx_plan(mode, window, stride, padding, dilation, ceil, size, **extra)
+        except ValueError:
+            continue
+        yield plan
+
+
+def test_onnx_nodes_pass_the_checker_and_match_the_reference_evaluator():
+    """Every node is a valid model at its opset (onnx.checker, full shape inference); where the
+    ONNX reference evaluator is a safe oracle, it gives the oracle's answer. It is not safe
+    (onnx 1.23.2, besides FRAMEWORK-NOTES D6) for ceil_mode=1 (AveragePool over [1, 2, 3, 4],
+    window 3, stride 3 gives [1.5, 3]; LpPool p=1 counts a ceil cell as a copy of the last)
+    nor for MaxPool with stride 1 and padding (an IndexError, or the pads read per dim)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    from pooladapt import oracle
+
+    checked = compared = 0
+    for plan in _onnx_cases():
+        for opset in (10, 12, 18, 19, 22):
+            node = lowering.onnx_pool_node(plan, opset)
+            if node is None:
+                continue
+            shape = (1, 2, *plan.in_size)
+            outs = ["Y", "I"][:node.outputs]
+            graph = helper.make_graph(
+                [helper.make_node(node.op_type, ["X"], outs, **node.attrs)], "g",
+                [helper.make_tensor_value_info("X", TensorProto.DOUBLE, shape)],
+                [helper.make_tensor_value_info(o, TensorProto.DOUBLE if o == "Y"
+                                               else TensorProto.INT64, [None] * 3)
+                 for o in outs])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+            onnx.checker.check_model(model, full_check=True)
+            checked += 1
+            attrs = node.attrs
+            if attrs.get("ceil_mode") or (node.op_type == "MaxPool" and 1 in plan.spec.stride):
+                continue
+            x = np.random.default_rng(checked).standard_normal(shape)
+            got = ReferenceEvaluator(model).run(None, {"X": x})
+            want = oracle.pool(x, plan.spec)
+            if node.outputs == 2:
+                np.testing.assert_array_equal(got[0], want[0], err_msg=str(node))
+                np.testing.assert_array_equal(got[1] % plan.in_size[0], want[1])
+            else:
+                np.testing.assert_allclose(got[0], want, rtol=1e-12, err_msg=str(node))
+            compared += 1
+    assert checked > 1000 and compared > 300, (checked, compared)
