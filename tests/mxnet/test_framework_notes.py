@@ -12,7 +12,10 @@ import pytest
 from mxnet import gluon, nd
 
 import pooladapt as pa
+from pooladapt import oracle
+from pooladapt.backends import mxnet as mxb
 from pooladapt.layers import mxnet as layers
+from pooladapt.spec import make_spec
 
 LOWEST32 = float(np.finfo(np.float32).min)  # -3.4028235e38
 
@@ -138,3 +141,54 @@ def test_lp_supports_only_p_1_2_3_natively():
         nd.Pooling(_row([1, 2]), kernel=(2,), pool_type="lp", p_value=4).asnumpy()
     y = pa.pool1d(_row([1, 2]), "lp", 2, p=4, data_format="channels_first")
     np.testing.assert_allclose(y.asnumpy().ravel(), [17 ** 0.25], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ oneDNN, detected here
+# MXNet runs float32 channels-first pooling on oneDNN where its build has it and
+# MXNET_MKLDNN_ENABLED is not 0, else on its own kernels; what each native op gives is
+# derived from that detection (the probe below), never assumed.
+
+PROBE = np.array([85, 63, 51, 26, 30, 4, 7, 1, 17], np.float32)  # sum 284, exact in any order
+
+
+def test_avg_kernels_divide_or_sum_quotients():
+    """oneDNN divides the window sum by the count; MXNet's own kernel sums x / count cell by
+    cell, an ulp off here. Channels last always runs MXNet's own kernel."""
+    divided = float(np.float32(284) / np.float32(9))
+    first = nd.Pooling(nd.array(PROBE.reshape(1, 1, 3, 3)), kernel=(3, 3), pool_type="avg")
+    last = nd.Pooling(nd.array(PROBE.reshape(1, 3, 3, 1)), kernel=(3, 3), pool_type="avg",
+                      layout="NHWC")
+    assert last.asnumpy().item() != divided
+    assert (first.asnumpy().item() == divided) is mxb.onednn_pools()
+    for fmt, x in (("NCHW", PROBE.reshape(1, 1, 3, 3)), ("NHWC", PROBE.reshape(1, 3, 3, 1))):
+        y = pa.pool2d(nd.array(x), "avg", 3, data_format=fmt)
+        assert y.asnumpy().item() == divided
+
+
+def _max_grad(x_np, w_np, pool, *, view=False, train_mode=True):
+    base = nd.array(x_np.reshape(2, -1, *x_np.shape[2:]) if view else x_np)
+    base.attach_grad()
+    with mx.autograd.record(train_mode=train_mode):
+        y = pool(base.reshape(x_np.shape) if view else base)
+        loss = (y * nd.array(w_np)).sum()
+    loss.backward()
+    return base.grad.asnumpy().reshape(x_np.shape)
+
+
+@pytest.mark.parametrize("how", ["a view", "train_mode=False"])
+def test_onednn_max_gradient_needs_a_training_forward_of_a_plain_array(how):
+    """oneDNN's max backward reads the argmax its forward stored: a view's forward runs
+    MXNet's own kernel and stores none, and so does a forward outside training mode; the
+    gradient goes to wrong cells (with MXNet's own kernels both ways it is right). pooladapt
+    is exact either way."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 16, 9, 9)).astype(np.float32)
+    spec = make_spec("max", 3, 2, 1, data_format="channels_first", ndim=2)
+    w = rng.integers(-8, 9, size=spec.output_shape(x.shape)) / 4.0
+    want = oracle.pool_vjp(x.astype(np.float64), spec, w)
+    kw = dict(view=how == "a view", train_mode=how != "train_mode=False")
+    native = _max_grad(x, w, lambda t: nd.Pooling(t, kernel=(3, 3), stride=(2, 2), pad=(1, 1),
+                                                  pool_type="max"), **kw)
+    assert (not np.array_equal(native, want)) is mxb.onednn_pools()
+    ours = _max_grad(x, w, lambda t: pa.pool2d(t, "max", 3, 2, 1, data_format="NCHW"), **kw)
+    np.testing.assert_array_equal(ours, want)
