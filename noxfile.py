@@ -16,7 +16,7 @@ nox.options.sessions = ["lint", "typecheck", "docs", "build", "tests", "integrat
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
-BACKENDS = ["numpy", "torch", "tensorflow", "jax", "mxnet"]
+BACKENDS = ["numpy", "torch", "tensorflow", "jax", "mxnet", "onnxruntime"]
 
 # The suite again with each framework's accelerated CPU kernels off, as on a CPU where they do
 # not load (TensorFlow's oneDNN needs AVX-512 on AMD; MXNet's wheels carry MKLDNN): session

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from pooladapt.layouts import DataFormat, parse_any_rank
 
-BACKEND_NAMES: tuple[str, ...] = ("numpy", "torch", "tensorflow", "jax", "mxnet")
+BACKEND_NAMES: tuple[str, ...] = ("numpy", "torch", "tensorflow", "jax", "mxnet",
+                                  "onnxruntime")
 _ALIASES = {"tf": "tensorflow", "pytorch": "torch", "np": "numpy", "mx": "mxnet", "flax": "jax"}
 
 

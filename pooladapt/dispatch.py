@@ -18,6 +18,7 @@ BACKENDS: dict[str, str] = {  # keys: config.BACKEND_NAMES
     "tensorflow": "pooladapt.backends.tensorflow",
     "jax": "pooladapt.backends.jax",
     "mxnet": "pooladapt.backends.mxnet",
+    "onnxruntime": "pooladapt.backends.onnxruntime",
 }
 """Backend name -> module implementing it."""
 
@@ -27,6 +28,7 @@ FRAMEWORK_MODULES: dict[str, str] = {
     "tensorflow": "tensorflow",
     "jax": "jax",
     "mxnet": "mxnet",
+    "onnxruntime": "onnxruntime",
 }
 """Backend name -> the framework package it needs."""
 
@@ -35,6 +37,7 @@ PIP_EXTRAS: dict[str, str] = {
     "tensorflow": "pip install 'pooladapt[tensorflow]'",
     "jax": "pip install 'pooladapt[jax]'",
     "mxnet": "pip install 'pooladapt[mxnet]'  (needs numpy<1.24)",
+    "onnxruntime": "pip install 'pooladapt[onnx]'",
 }
 
 # Top-level module of a tensor's type -> backend that owns it.

@@ -1,0 +1,167 @@
+"""The plan mapped onto onnxruntime: each plan runs as its one ONNX node. Read this first.
+
+NumPy in, NumPy out, inference only. A pooling plan's node is ``lowering.onnx_pool_node``
+(a global pool's ``lowering.onnx_global_node``), run in a session cached per (node, dtype)
+on the input in NC* order (a channels_last input is transposed around it) and in a dtype
+onnxruntime has a kernel for (``quirks.run_dtype``: the input's own, or an exact stand-in).
+MaxPool's ``Indices`` count over N*C*plane; the remainder by the plane is pooladapt's
+per-plane index. Where onnxruntime's kernel deviates (quirks.py) or ONNX has no node (a
+non-integer p, windows of padding only, adaptive bins), the gather graph computes the plan
+exactly (``graphs.gather_session``); unpooling scatters.
+
+Speed route ``onnxruntime.finite_check``: a float max input whose values are all finite
+(checked on the host) runs the bare node instead of its safe form (quirks 1 and 8).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pooladapt import config, lowering
+from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
+from pooladapt.backends.onnxruntime import graphs, quirks
+from pooladapt.lowering import OnnxNode
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, make_spec
+
+FINITE_CHECK = "onnxruntime.finite_check"
+_INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _nc(x: np.ndarray, channels_first: bool) -> np.ndarray:
+    return np.ascontiguousarray(x if channels_first else np.moveaxis(x, -1, 1))
+
+
+def _layout(y: np.ndarray, channels_first: bool) -> np.ndarray:
+    return y if channels_first else np.ascontiguousarray(np.moveaxis(y, 1, -1))
+
+
+def node_session(node: OnnxNode, dtype: str, rank: int, safe: bool) -> ort.InferenceSession:
+    """The node alone on an NC* input of ``dtype``; ``safe``: a max exact for NaN and -inf."""
+
+    def build() -> graphs.Graph:
+        g = graphs.Graph()
+        x = g.input(dtype, rank)
+        outs = (quirks.safe_max(g, node, x, dtype) if safe
+                else g.ops(node.op_type, x, outputs=node.outputs, **node.attrs))
+        for name, out_dtype in zip(outs, (dtype, "int64")):
+            g.output(name, out_dtype, rank)
+        return g
+
+    return graphs.session(("node", node, dtype, rank, safe), build)
+
+
+def _run_node(node: OnnxNode | None, x: np.ndarray) -> list[np.ndarray] | None:
+    """The node on NC* ``x``, or None where onnxruntime does not compute it exactly."""
+    dtype = None if node is None else quirks.run_dtype(node, str(x.dtype))
+    if node is None or dtype is None:
+        return None
+    x = quirks.to_run(x, dtype)
+    safe = node.op_type == "MaxPool" and x.dtype.kind == "f" and not (
+        config.take_route(FINITE_CHECK, True) and np.isfinite(x).all())
+    return graphs.run(node_session(node, dtype, x.ndim, safe), x)
+
+
+def _gather(plan: PoolPlan | AdaptivePlan, x: np.ndarray) -> list[np.ndarray]:
+    """The gather graph on NC* ``x``: values (and indices) shaped N, C, *out_size."""
+    n, c = x.shape[:2]
+    dtype = quirks.gather_dtype(str(x.dtype))
+    lowest = quirks.to_run(np.array(lowering.lowest(str(x.dtype)), x.dtype), dtype)
+    outs = graphs.run(graphs.gather_session(plan, dtype, lowest.item()),
+                      quirks.to_run(x.reshape(n * c, -1), dtype))
+    return [o.reshape(n, c, *plan.out_size) for o in outs]
+
+
+def _finish(outs: list[np.ndarray], dtype: np.dtype, channels_first: bool,
+            indices: bool) -> Any:
+    y = _layout(quirks.from_run(outs[0], dtype), channels_first)
+    return (y, _layout(outs[1], channels_first)) if indices else y
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    framework = "onnxruntime"
+    supports_autograd = False
+    speed_routes = (FINITE_CHECK,)
+
+    def version(self) -> str:
+        return str(ort.__version__)
+
+    def capabilities(self) -> dict[str, str]:
+        caps = {f: NATIVE for f in FEATURES if f not in ("autograd", "compile")}
+        emulated = ["channels_last", "nan", "adaptive", "unpool"]  # transposes, quirks 1 and 6
+        if any(quirks.kernel_dtype("MaxPool", d) != d for d in _INTS):
+            emulated.append("integers")
+        for dtype in ("float16", "bfloat16"):
+            if any(quirks.kernel_dtype(op, dtype) != dtype for op in ("AveragePool", "LpPool")):
+                emulated.append(dtype)
+        return {**caps, **dict.fromkeys(emulated, EMULATED)}
+
+    def from_numpy(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a)
+
+    def to_numpy(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x)
+
+    def dtype_name(self, x: Any) -> str:
+        return str(np.asarray(x).dtype)
+
+    def pool(self, x: np.ndarray, plan: PoolPlan) -> Any:
+        spec = plan.spec
+        xc = _nc(x, spec.channels_first)
+        n, c = xc.shape[:2]
+        if n * c == 0:  # quirk 5
+            shape = (n, c, *plan.out_size)
+            outs: list[np.ndarray] | None = [np.empty(shape, x.dtype), np.empty(shape, np.int64)]
+        else:
+            outs = _run_node(lowering.onnx_pool_node(plan), xc)
+            if outs is not None and spec.return_indices:
+                outs[1] = outs[1] % math.prod(plan.in_size)  # over N*C*plane -> per plane
+        if outs is None:
+            outs = _gather(plan, xc)
+        return _finish(outs, x.dtype, spec.channels_first, spec.return_indices)
+
+    def global_pool(self, x: np.ndarray, spec: GlobalSpec) -> np.ndarray:
+        cf = spec.data_format == "channels_first"
+        xc = _nc(x, cf)
+        outs = _run_node(lowering.onnx_global_node(spec), xc) if xc.size else None
+        if outs is None:  # the plan of a window over the whole plane
+            whole = make_spec(spec.mode, xc.shape[2:], p=spec.p if spec.mode == "lp" else None,
+                              data_format="channels_first", ndim=spec.ndim)
+            y = self.pool(xc, whole.plan(xc.shape))
+        else:
+            y = quirks.from_run(outs[0], x.dtype)
+        return _layout(y, cf) if spec.keepdims else y.reshape(y.shape[:2])
+
+    def adaptive_pool(self, x: np.ndarray, plan: AdaptivePlan) -> Any:
+        spec = plan.spec
+        cf = spec.data_format == "channels_first"
+        xc = _nc(x, cf)
+        n, c = xc.shape[:2]
+        shape = (n, c, *plan.out_size)
+        outs = _gather(plan, xc) if n * c else [np.empty(shape, x.dtype),
+                                                np.empty(shape, np.int64)]
+        return _finish(outs, x.dtype, cf, spec.return_indices)
+
+    def max_unpool(self, y: np.ndarray, indices: np.ndarray, spec: UnpoolSpec,
+                   out_size: tuple[int, ...]) -> np.ndarray:
+        cf = spec.data_format == "channels_first"
+        yc, ic = _nc(y, cf), _nc(indices, cf)
+        n, c = yc.shape[:2]
+        plane = math.prod(out_size)
+        if not yc.size:
+            return _layout(np.zeros((n, c, *out_size), y.dtype), cf)
+        # a copy of bits: every dtype scatters as the integer of its size (quirk 6); a
+        # negative index (a window of padding only) goes to a spare last cell, then cut off
+        bits = f"int{8 * y.dtype.itemsize}"
+        idx = ic.reshape(n * c, -1).astype(np.int64)
+        idx[idx < 0] = plane
+        out = graphs.run(graphs.scatter_session(bits), np.zeros((n * c, plane + 1), bits), idx,
+                         yc.reshape(n * c, -1).view(bits))[0]
+        return _layout(out[:, :plane].view(y.dtype).reshape(n, c, *out_size), cf)
+
+
+BACKEND = OnnxRuntimeBackend()
