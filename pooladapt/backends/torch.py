@@ -438,7 +438,8 @@ def pool_with_spec(x: torch.Tensor, spec: PoolSpec):
 
 
 def _eager(x: torch.Tensor, route: _Route, routes: config.SpeedRoutes):
-    if route.fast is not None and routes.mode == "auto":
+    if (route.fast is not None and routes.mode == "auto" and 0 < x.numel() < _SMALL
+            and x.is_floating_point()):
         return _auto_small_max(x, route)
     return _run_pool(x, route, routes)
 
@@ -669,10 +670,8 @@ def _adaptive_gather_max(xc: torch.Tensor, plan: AdaptivePlan):
 
 def _auto_small_max(x: torch.Tensor, route: _Route):
     """``auto``'s answer for a float max torch expresses in one call, below the separable and
-    channels_last thresholds: that call on an NC* view (one channel: the unit-channel view),
-    without :func:`_run_pool`'s other steps (a tiny call pays for each)."""
-    if not 0 < x.numel() < _SMALL or not x.is_floating_point():
-        return _run_pool(x, route, config.AUTO)
+    channels_last thresholds (``_SMALL``): that call on an NC* view (one channel: the
+    unit-channel view), without :func:`_run_pool`'s other steps (a tiny call pays for each)."""
     fn, args = route.fast
     perms = route.perms
     if perms is None:
