@@ -264,11 +264,30 @@ def _gradient_cases() -> Iterator[Case]:
                        features=(*features, f"dtype:{dtype}", "gradient", f"gradient:{dtype}"))
 
 
+def _one_channel_cases() -> Iterator[Case]:
+    """One channel, channels last: a layout whose strides are also those of channels first
+    (frameworks pick kernels by strides), forward and gradient."""
+    for ndim, mode in itertools.product((1, 2, 3), ("max", "avg")):
+        args: dict[str, Any] = dict(mode=mode, window=3, stride=2, padding=1,
+                                    data_format="channels_last")
+        if mode == "max":
+            args["return_indices"] = True
+        features = ("one_channel", f"{ndim}d", "layout:channels_last", f"mode:{mode}")
+        size = SIZES[ndim][0]
+        yield Case("pool", ndim, tuple(args.items()), size, "float32", "ties", (2, 1),
+                   features=(*features, "dtype:float32", "ties"))
+        args.pop("return_indices", None)
+        for dtype in ("float32", "float16"):
+            yield Case("pool", ndim, tuple(args.items()), size, dtype,
+                       "ties" if mode == "max" else "normal", (2, 1), gradient=True,
+                       features=(*features, f"dtype:{dtype}", "gradient", f"gradient:{dtype}"))
+
+
 def grid(level: str = "full", dtypes: tuple[str, ...] | None = None) -> list[Case]:
     """The case grid: ``full`` (the test suite) or ``quick`` (about a quarter of it, every
     feature tag of the full grid still present)."""
-    cases = [*_pool_cases(), *_dtype_cases(), *_special_cases(), *_family_cases(),
-             *_gradient_cases()]
+    cases = [*_pool_cases(), *_dtype_cases(), *_special_cases(), *_one_channel_cases(),
+             *_family_cases(), *_gradient_cases()]
     if dtypes is not None:
         cases = [c for c in cases if c.dtype in dtypes]
     if level == "quick":
