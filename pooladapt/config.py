@@ -11,7 +11,8 @@ against the oracle on the whole conformance grid, forward and gradient, forced o
 * ``"on"``: every route is taken wherever it applies, whatever the size; ``only=`` forces
   just the named routes (``BACKEND.speed_routes`` lists a backend's) and turns the rest off.
 
-``POOLADAPT_SPEED_ROUTES`` sets it for a run: ``auto``, ``off``, ``on`` or ``on:name,name``.
+``POOLADAPT_SPEED_ROUTES`` sets it for a run: ``auto``, ``off``, ``on`` or ``on:name,name``
+(read when pooladapt is imported).
 """
 
 from __future__ import annotations
@@ -164,20 +165,20 @@ def _parse_env(value: str) -> SpeedRoutes:
 _routes: contextvars.ContextVar[SpeedRoutes | None] = contextvars.ContextVar(
     "pooladapt_speed_routes", default=None)
 _global_routes: SpeedRoutes | None = None
-_env_routes: tuple[str, SpeedRoutes] = ("", AUTO)
+# POOLADAPT_SPEED_ROUTES is read when pooladapt is imported (a read per call would cost every
+# eager call as much as a tiny pooling's bookkeeping), parsed when first needed
+_env_value = os.environ.get("POOLADAPT_SPEED_ROUTES", "")
+_env_routes: SpeedRoutes | None = None if _env_value else AUTO
 
 
 def get_speed_routes() -> SpeedRoutes:
     """The speed-route setting here and now: ``speed_routes`` (innermost), ``set_speed_routes``,
-    ``POOLADAPT_SPEED_ROUTES``, ``auto``."""
+    ``POOLADAPT_SPEED_ROUTES`` (read when pooladapt is imported), ``auto``."""
     global _env_routes
-    routes = _routes.get() or _global_routes
-    if routes is not None:
-        return routes
-    env = os.environ.get("POOLADAPT_SPEED_ROUTES", "")
-    if env != _env_routes[0]:
-        _env_routes = (env, _parse_env(env) if env else AUTO)
-    return _env_routes[1]
+    routes = _routes.get() or _global_routes or _env_routes
+    if routes is None:
+        routes = _env_routes = _parse_env(_env_value)
+    return routes
 
 
 def set_speed_routes(mode: str | None, only: Iterable[str] | str | None = None) -> None:
@@ -205,7 +206,4 @@ def speed_routes(mode: str = "auto",
 
 def take_route(route: str, auto: bool) -> bool:
     """For backends: take ``route`` (where it applies)? ``auto`` is the tuning's answer."""
-    routes = _routes.get() or _global_routes
-    if routes is None:
-        routes = get_speed_routes()
-    return routes.take(route, auto)
+    return (_routes.get() or _global_routes or get_speed_routes()).take(route, auto)
