@@ -98,6 +98,8 @@ class Case:
             text = str(v).replace(" ", "")
             parts.append(f"{k}={text}")
         parts += [f"in={'x'.join(map(str, self.spatial))}", self.dtype, self.values]
+        if self.batch != (2, 3):
+            parts.append(f"batch={self.batch[0]}x{self.batch[1]}")
         if self.gradient:
             parts.append("grad")
         return "-".join(parts)
