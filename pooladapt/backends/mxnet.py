@@ -440,9 +440,9 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         y = _restore(F, x, _max_windows(F, x, plan), plan)
         return F.cast(y, "float16") if half else y
     rows = _nonfinite_rows(x)
-    if rows is not None and len(rows) == x.shape[0]:
-        y = _restore(F, x, None, plan) if mx.autograd.is_recording() else _restore(
-            F, x, _max_windows(F, x, plan), plan)
+    if rows is not None and len(rows) == x.shape[0]:  # recorded: the taps, no native max
+        y = _restore(F, x, None if mx.autograd.is_recording() else _max_windows(F, x, plan),
+                     plan)
     else:
         with recorded_input(x, plan.spec.channels_first) as xr:
             y = _max_windows(F, xr, plan)
