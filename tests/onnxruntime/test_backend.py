@@ -215,3 +215,16 @@ def test_cli_conformance_report(tmp_path, capsys):
     entry = json.loads(out.read_text())["backends"]["onnxruntime"]
     assert entry["version"] == ort.__version__ and entry["failed"] == 0
     assert entry["passed"] > 100 and entry["capabilities"]["nan"] == EMULATED
+
+
+def test_a_stand_in_result_past_float16_rounds_to_inf_quietly():
+    """Found by the fuzz: the gather graph computes float16 in float32; a result past
+    float16's largest value becomes inf without NumPy's overflow warning (an error here)."""
+    x = np.array([60000.0, 1.125, 0.125, -1.875, -1.5, -3.75, -3.5, -3.875, -2.625],
+                 np.float16).reshape(1, 1, 3, 3)
+    got = pa.global_pool2d(x, "lp", p=0.5, data_format="NCHW", **ORT)
+    assert got.dtype == np.float16 and got.tolist() == [[np.inf]]
+    assert models("gather")
+    got = pa.pool1d(np.full((1, 1, 2), 60000.0, np.float16), "lp", 2, p=1.5,
+                    data_format="NCW", **ORT)
+    assert got.tolist() == [[[np.inf]]]

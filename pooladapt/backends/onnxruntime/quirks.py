@@ -100,7 +100,8 @@ def from_run(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The inverse of :func:`to_run` (float results rounded once to ``dtype``)."""
     if dtype == np.uint64 and y.dtype == np.int64:
         return y.view(np.uint64) ^ _SIGN
-    return y.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # past the dtype's largest value: inf, as rounded
+        return y.astype(dtype, copy=False)
 
 
 def safe_max(g: Graph, node: OnnxNode, x: str, dtype: str) -> list[str]:
