@@ -116,7 +116,7 @@ def _gather_graph(plan: PoolPlan | AdaptivePlan, dtype: str, lowest: float) -> G
     spec = plan.spec
     if isinstance(plan, PoolPlan):
         flat, valid = lowering.window_cells(plan)
-        divisor, empty, p = plan.divisor_map.ravel(), plan.empty_windows.ravel(), spec.p
+        divisor, empty, p = plan.divisor_map.ravel(), plan.empty_windows.ravel(), plan.spec.p
     else:
         flat, valid = lowering.bin_cells(plan)
         divisor, empty, p = valid.sum(axis=1), np.zeros(len(flat), bool), 1.0

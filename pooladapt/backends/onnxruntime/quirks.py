@@ -108,10 +108,9 @@ def safe_max(g: Graph, node: OnnxNode, x: str, dtype: str) -> list[str]:
     """MaxPool ``node`` on ``x`` exact for every value: with ``Indices`` (quirk 8) and every
     window that holds a NaN made NaN, its index the first NaN's (quirk 1), from the same node
     run on the NaN mask. Returns the node's own outputs (values, and indices if it has them)."""
-    full = node._replace(outputs=2)
-    values, indices = g.ops(node.op_type, x, outputs=2, **full.attrs)
+    values, indices = g.ops(node.op_type, x, outputs=2, **node.attrs)
     mask = g.op("Cast", g.op("IsNaN", x), to=tensor_type(dtype))
-    flags, first = g.ops(node.op_type, mask, outputs=2, **full.attrs)
+    flags, first = g.ops(node.op_type, mask, outputs=2, **node.attrs)
     has = g.op("Cast", flags, to=tensor_type("bool"))
     outs = [g.op("Where", has, g.const(np.nan, dtype), values)]
     if node.outputs == 2:
