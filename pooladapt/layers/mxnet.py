@@ -19,7 +19,10 @@ The layers work imperatively, with ``hybridize()``, inside a hybridized parent b
 specialised to it: a hybridized layer, or the hybridized block tracing it, re-traces its graph
 when an input of a new shape arrives (Gluon's own pooling graphs need not, as they do not
 support ``same`` padding or the ceil-mode drop rule), and when the speed-route setting
-(``pa.speed_routes``) differs from the one the graph was built with.
+(``pa.speed_routes``) differs from the one the graph was built with. A recorded max gradient
+is exact also outside training mode and on a view input (see ``recorded_input``), except
+where a hybridized parent's graph hands one to this layer's first op: MXNet's own MaxPool2D
+goes wrong there too.
 """
 
 from __future__ import annotations
