@@ -20,9 +20,9 @@ specialised to it: a hybridized layer, or the hybridized block tracing it, re-tr
 when an input of a new shape arrives (Gluon's own pooling graphs need not, as they do not
 support ``same`` padding or the ceil-mode drop rule), and when the speed-route setting
 (``pa.speed_routes``) differs from the one the graph was built with. A recorded max gradient
-is exact also outside training mode and on a view input (see ``recorded_input``), except
-where a hybridized parent's graph hands one to this layer's first op: MXNet's own MaxPool2D
-goes wrong there too.
+is exact also outside training mode and on a view input (see ``recorded_input``), except in
+a hybridized parent's graph, which runs as a whole: there a recording outside training mode,
+or a view given to the parent and pooled first, goes wrong as with Gluon's own MaxPool2D.
 """
 
 from __future__ import annotations
