@@ -192,3 +192,20 @@ def test_onednn_max_gradient_needs_a_training_forward_of_a_plain_array(how):
     assert (not np.array_equal(native, want)) is mxb.onednn_pools()
     ours = _max_grad(x, w, lambda t: pa.pool2d(t, "max", 3, 2, 1, data_format="NCHW"), **kw)
     np.testing.assert_array_equal(ours, want)
+
+
+def test_a_hybridized_parent_outside_training_mode_loses_the_argmax():
+    """A hybridized parent's graph runs as a whole in the recording's mode: outside training
+    mode oneDNN's forward stores no argmax, for Gluon's MaxPool2D and for pooladapt's layer
+    alike (the layers module docstring names this limit); right with MXNet's own kernels."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 16, 9, 9)).astype(np.float32)
+    spec = make_spec("max", 3, 2, 1, data_format="channels_first", ndim=2)
+    w = rng.integers(-8, 9, size=spec.output_shape(x.shape)) / 4.0
+    want = oracle.pool_vjp(x.astype(np.float64), spec, w)
+    for block in (gluon.nn.MaxPool2D(3, 2, 1), layers.MaxPool2D(3, 2, 1)):
+        parent = gluon.nn.HybridSequential()
+        parent.add(block)
+        parent.hybridize()
+        got = _max_grad(x, w, parent, train_mode=False)
+        assert (not np.array_equal(got, want)) is mxb.onednn_pools(), type(block)
