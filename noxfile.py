@@ -23,7 +23,8 @@ BACKENDS = ["numpy", "torch", "tensorflow", "jax", "mxnet", "onnxruntime"]
 # id -> (backend, environment).
 KERNELS_OFF = {
     "tensorflow-onednn-off": ("tensorflow", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
-    "mxnet-mkldnn-off": ("mxnet", {"MXNET_MKLDNN_ENABLED": "0"}),
+    "mxnet-mkldnn-off": ("mxnet", {"MXNET_MKLDNN_ENABLED": "0",
+                                   "MXNET_STORAGE_FALLBACK_LOG_VERBOSE": "0"}),
 }
 TEST_SESSIONS = {**{b: (b, {}) for b in BACKENDS}, **KERNELS_OFF}
 

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from pooladapt import dispatch
-from pooladapt.config import normalize_backend_name
+from pooladapt.config import normalize_backend_name, use_backend
 
 
 def pytest_addoption(parser):
@@ -82,3 +82,17 @@ def known_deviation(request):
 def _backends_import(request):
     for name in requested_backends(request.config):
         dispatch.load(name)  # raises ImportError naming the extra: the run fails
+
+
+@pytest.fixture(autouse=True)
+def _numpy_input_goes_to_the_backend(request):
+    """NumPy input in a test of backend B is pooled by B (a framework tensor goes to its own
+    framework whatever the setting): a backend whose tensors are NumPy arrays (numpy,
+    onnxruntime) is then tested on every path, not only where a test passes ``backend=``."""
+    name = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") \
+        else None
+    if name is None:
+        yield
+        return
+    with use_backend(name):
+        yield
