@@ -7,8 +7,8 @@ natively, with no transpose and no explicit pad. What JAX lacks is emulated exac
 
 * indices: a loop over the window's taps (strided slices, strictly greater wins: the first
   maximum in row-major window order), on integer order keys of the values (NaN greatest), as
-  XLA on CPU flushes subnormals to zero in float comparisons (its pooled values do the same:
-  a known deviation on CPU, see ``_FTZ``);
+  XLA on CPU flushes subnormals to zero in float comparisons (its pooled values do the same
+  where it does: a known deviation detected on the machine, see ``_FTZ``);
 * the max gradient: JAX sends it to the *last* NaN and has no VJP for dilated max, so max pooling
   is a ``custom_jvp`` whose tangent is gathered at those indices (computed only when
   differentiating);
@@ -16,6 +16,9 @@ natively, with no transpose and no explicit pad. What JAX lacks is emulated exac
   the divisor map), divided across an optimization barrier so XLA keeps a real division.
 
 Each body is jitted once per plan (a static argument), so an eager call costs one dispatch.
+The backend has no speed routes: every plan takes the one translation above, whatever its size.
+Its one tuning knob, :class:`Tuning` ``max_programs``, bounds the compiled programs eager calls
+keep (changed in a ``with tuned(...)`` block).
 
 64-bit data: JAX truncates float64/int64 to 32 bits unless ``jax_enable_x64`` is set. NumPy input
 of a 64-bit dtype is converted, pooled and differentiated inside a scoped ``jax.enable_x64``
@@ -28,10 +31,13 @@ them as they are).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property, lru_cache, partial
 from typing import Any
 
 import jax
@@ -40,7 +46,7 @@ import numpy as np
 from jax import lax
 
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, make_spec
 
 
 def _x64_scope(*dtypes: Any) -> contextlib.AbstractContextManager:
@@ -97,6 +103,12 @@ def _order_key(x: jax.Array) -> jax.Array:
     return jnp.where(x != x, np.iinfo(itype).max, k)
 
 
+def _order_key_inverse(k: jax.Array) -> jax.Array:
+    """The float bits of an order key (the map is its own inverse; NaN keys give a NaN)."""
+    bits = k.dtype.itemsize * 8
+    return k ^ ((k >> (bits - 1)) & np.iinfo(k.dtype).max)
+
+
 def _plane_index(channels_first: bool, in_size: tuple[int, ...], shape: tuple, dtype: Any):
     """Per-plane flat index of every cell of an input of ``shape``."""
     first = 2 if channels_first else 1
@@ -111,60 +123,67 @@ def _index_type(in_size: tuple[int, ...]) -> np.dtype:
     return np.dtype(np.int64 if math.prod(in_size) >= np.iinfo(np.int32).max else np.int32)
 
 
-def _taps(plan: PoolPlan, dim: int) -> list[tuple[int, int, int]]:
-    """``(offset, first, last)`` of each window tap along ``dim``: the tap of output ``o`` reads
-    input ``o * stride + offset``, inside the input for outputs ``first <= o < last``."""
-    starts, dilation = np.asarray(plan.window_starts(dim)), plan.spec.dilation[dim]
-    taps = []
-    for t in range(plan.spec.window[dim]):
-        coords = starts + t * dilation
-        inside = np.flatnonzero((coords >= 0) & (coords < plan.in_size[dim]))
-        first, last = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
-        taps.append((t * dilation - plan.pads[dim][0], first, last))
-    return taps
+def _tap(a: jax.Array, plan: PoolPlan, taps: tuple[int, ...]) -> jax.Array:
+    """The cells of ``a`` (the input padded by ``plan.total_pads``) that window tap ``taps``
+    (one tap number per spatial dim) reads for every output: one strided slice."""
+    spec = plan.spec
+    start, limit, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
+    for d, axis in enumerate(spec.spatial_axes):
+        start[axis] = taps[d] * spec.dilation[d]
+        limit[axis] = start[axis] + (plan.out_size[d] - 1) * spec.stride[d] + 1
+        strides[axis] = spec.stride[d]
+    return lax.slice(a, start, limit, strides)
+
+
+def _pad(a: jax.Array, plan: PoolPlan, fill: Any) -> jax.Array:
+    if not plan.has_padding:
+        return a
+    pads = _full(plan.spec.channels_first, plan.total_pads, (0, 0))
+    return lax.pad(a, np.array(fill, a.dtype), [(lo, hi, 0) for lo, hi in pads])
 
 
 def _first_max(x: jax.Array, plan: PoolPlan) -> tuple[jax.Array, jax.Array]:
     """Every window's max and the per-plane flat index of its first maximum (first NaN if
     any); the dtype's lowest value and index -1 for an all-padding window.
 
-    A loop over the window's taps in row-major order, each a strided slice of the input whose
-    integer order key is compared with the best so far (strictly greater wins, so ties keep
-    the first): XLA fuses it into one pass over output-sized arrays. (A variadic
-    reduce_window is 6-10x slower and needs an input-sized index array; gathering the values
-    at the indices afterwards costs more than the loop.)"""
+    A loop over the window's taps in row-major order, each a strided slice of the input's
+    integer order keys, padded once, compared with the best so far (strictly greater wins, so
+    ties keep the first): XLA fuses it into one pass over output-sized arrays. It keeps the
+    winning tap's offset in the plane, added to the window's first cell at the end, and the
+    winning key, decoded into the value (bit-exact: no float op touches it). Float keys never
+    reach their type's minimum, which pads; integer keys may, so a mask of the real cells keeps
+    padding out. (A variadic reduce_window is 6-10x slower and needs an input-sized index
+    array; gathering the values at the indices costs more than decoding them.)"""
     spec, itype = plan.spec, _index_type(plan.in_size)
     with _x64_scope(itype):
         x = lax.stop_gradient(x)
-        key, lowest = _order_key(x), _lowest(x.dtype)
+        floating = not jnp.issubdtype(x.dtype, jnp.integer)
+        key = _order_key(x)
+        low = np.iinfo(key.dtype).min
+        keys = _pad(key, plan, low)
+        real = None if floating or not plan.has_padding else _pad(
+            jnp.ones(x.shape, bool), plan, False)
         shape = plan.output_shape(x.shape)
-        best = jnp.full(shape, _lowest(key.dtype))
-        value, idx = jnp.full(shape, lowest), jnp.full(shape, -1, itype)
-        per_dim = [_taps(plan, d) for d in range(spec.ndim)]
-        for combo in itertools.product(*per_dim):
-            if any(first >= last for _, first, last in combo):
-                continue  # this tap is in the padding for every output
-            start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
-            pads, flat, valid = [(0, 0, 0)] * x.ndim, 0, True
-            for d, (axis, (offset, first, last)) in enumerate(zip(spec.spatial_axes, combo)):
-                s = spec.stride[d]
-                start[axis] = first * s + offset
-                limit[axis] = start[axis] + (last - first - 1) * s + 1
-                strides[axis], pads[axis] = s, (first, plan.out_size[d] - last, 0)
-                o = lax.broadcasted_iota(itype, shape, axis)
-                flat = flat + (o * s + offset) * math.prod(plan.in_size[d + 1:])
-                if first > 0 or last < plan.out_size[d]:  # some outputs see padding here
-                    valid = valid & (o >= first) & (o < last)
-
-            def tap(a, fill, start=start, limit=limit, strides=strides, pads=pads):
-                a = lax.slice(a, start, limit, strides)
-                return lax.pad(a, fill, pads) if any(p != (0, 0, 0) for p in pads) else a
-
-            k = tap(key, _lowest(key.dtype))
-            win = valid & ((k > best) | (idx < 0))
-            best, idx = jnp.where(win, k, best), jnp.where(win, flat, idx)
-            value = jnp.where(win, tap(x, lowest), value)
-        return value, idx
+        first = 0  # the flat index of each window's first cell (padding included)
+        for d, axis in enumerate(spec.spatial_axes):
+            o = lax.broadcasted_iota(itype, shape, axis) * spec.stride[d] - plan.pads[d][0]
+            first = first + o * math.prod(plan.in_size[d + 1:])
+        best, idx = jnp.full(shape, low, key.dtype), jnp.full(shape, -1, itype)
+        for n, taps in enumerate(itertools.product(*map(range, spec.window))):
+            k = _tap(keys, plan, taps)
+            if n == 0 and not plan.has_padding:  # the first tap is real in every window
+                best, idx = k, first
+                continue
+            win = k > best
+            if not floating:  # the first real tap wins even at the integer minimum
+                win = win | ((idx < 0) if real is None else (idx < 0) & _tap(real, plan, taps))
+            shift = sum(t * spec.dilation[d] * math.prod(plan.in_size[d + 1:])
+                        for d, t in enumerate(taps))
+            best, idx = jnp.where(win, k, best), jnp.where(win, first + shift, idx)
+        if not floating:
+            return best, idx  # the key is the value; an all-padding window keeps the minimum
+        value = lax.bitcast_convert_type(_order_key_inverse(best), x.dtype)
+        return jnp.where(idx < 0, _lowest(x.dtype), value), idx
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -188,11 +207,20 @@ def _planes(a: jax.Array, channels_first: bool) -> jax.Array:
 
 
 def _take(v: jax.Array, idx: jax.Array, channels_first: bool, fill: Any) -> jax.Array:
-    """``v``'s value at each per-plane flat index (``fill`` where the index is -1)."""
+    """``v``'s value at each per-plane flat index (``fill`` where the index is -1): one gather
+    from the flattened ``v`` (its transpose, the max gradient, is one flat scatter-add)."""
     i = _planes(idx, channels_first)
-    out = jnp.take_along_axis(_planes(v, channels_first), jnp.maximum(i, 0),
-                              axis=2 if channels_first else 1)
-    return jnp.where(i >= 0, out, fill).reshape(idx.shape)
+    cells = math.prod(v.shape[2:] if channels_first else v.shape[1:-1])
+    itype = _index_type((v.size,))
+    with _x64_scope(itype):
+        i = jnp.maximum(i, 0).astype(itype)
+        n = lax.broadcasted_iota(itype, i.shape, 0)
+        if channels_first:  # (n, c, cell) -> (n * C + c) * cells + cell
+            flat = (n * v.shape[1] + lax.broadcasted_iota(itype, i.shape, 1)) * cells + i
+        else:  # (n, cell, c) -> (n * cells + cell) * C + c
+            flat = (n * cells + i) * v.shape[-1] + lax.broadcasted_iota(itype, i.shape, 2)
+        out = v.reshape(-1).at[flat.reshape(-1)].get(mode="promise_in_bounds")
+    return jnp.where(idx >= 0, out.reshape(idx.shape), fill)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -234,10 +262,59 @@ def _root(s: jax.Array, p: float) -> jax.Array:
 # program; inside the caller's jit they are inlined. Each compiled CPU program holds a few MB
 # and about ten memory maps for as long as its jit cache keeps it (thousands): an eager fuzz run
 # over thousands of shapes reaches vm.max_map_count (65530), where XLA's compiler crashes (LLVM
-# "Cannot allocate memory", then a segfault). Past _MAX_PROGRAMS traces, eager calls drop them.
+# "Cannot allocate memory", then a segfault). Past Tuning.max_programs traces, eager calls
+# drop them.
 
-_MAX_PROGRAMS = 256
+
+@dataclass(frozen=True)
+class Tuning:
+    """The JAX backend's one knob: ``max_programs``, how many traces of its bodies (programs
+    compiled, or inlined into a caller's jit) eager calls let accumulate before they drop the
+    bodies' compiled programs (each holds MBs of memory maps; thousands crashed XLA)."""
+
+    max_programs: int = 256
+
+    def __post_init__(self) -> None:
+        value = self.max_programs
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Tuning.max_programs must be an int, got {type(value).__name__} "
+                            f"{value!r}")
+        if value < 0:
+            raise ValueError(f"Tuning.max_programs must be >= 0, got {value}")
+
+
+DEFAULT_TUNING = Tuning()
+_tuning: contextvars.ContextVar[Tuning] = contextvars.ContextVar(
+    "pooladapt_jax_tuning", default=DEFAULT_TUNING)
+
+
+def tuning() -> Tuning:
+    """The JAX backend's tuning here and now (``DEFAULT_TUNING`` unless changed)."""
+    return _tuning.get()
+
+
+@contextlib.contextmanager
+def tuned(**changes: int) -> Iterator[Tuning]:
+    """Change :class:`Tuning` inside a ``with`` block (per thread and asyncio task); unknown
+    names raise TypeError, bad values ValueError.
+
+    >>> with tuned(max_programs=16):  # a loop over many shapes keeps fewer programs
+    ...     tuning().max_programs
+    16
+    """
+    token = _tuning.set(dataclasses.replace(_tuning.get(), **changes))
+    try:
+        yield _tuning.get()
+    finally:
+        _tuning.reset(token)
+
+
 _programs = 0
+
+
+def traced_programs() -> int:
+    """Traces of the bodies since eager calls last dropped their compiled programs."""
+    return _programs
 
 
 def _traced() -> None:
@@ -248,13 +325,12 @@ def _traced() -> None:
 
 def _bound_programs(x: Any) -> None:
     """After an eager call on ``x``: drop the bodies' compiled programs once more than
-    _MAX_PROGRAMS were traced (never while tracing: the caller's program may use them)."""
+    ``max_programs`` were traced (never while tracing: the caller's program may use them)."""
     global _programs
-    if _programs > _MAX_PROGRAMS and not isinstance(x, jax.core.Tracer):
+    if _programs > tuning().max_programs and not isinstance(x, jax.core.Tracer):
         _programs = 0
         for body in (_pool, _global_pool, _adaptive_pool, _max_unpool):
             body.clear_cache()
-
 
 
 @partial(jax.jit, static_argnums=1)
@@ -290,12 +366,11 @@ def _global_pool(x: jax.Array, spec: GlobalSpec):
     axes = spec.spatial_axes
     if spec.mode == "max":
         cf = spec.data_format == "channels_first"
-        flat = _planes(x, cf)
         # argmax + gather: the value and the gradient go to the first max (or NaN); jnp.max
         # would split the gradient between ties.
-        i = jnp.argmax(_order_key(lax.stop_gradient(flat)), axis=2 if cf else 1, keepdims=True)
-        out = jnp.take_along_axis(flat, i, axis=2 if cf else 1)
-        out = out.reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
+        i = jnp.argmax(_order_key(lax.stop_gradient(_planes(x, cf))), axis=2 if cf else 1,
+                       keepdims=True)
+        out = _take(x, i, cf, 0).reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
         return out if spec.keepdims else out.squeeze(axes)
     acc = _acc_dtype(x.dtype)
     if spec.mode == "avg":
@@ -308,8 +383,6 @@ def _global_pool(x: jax.Array, spec: GlobalSpec):
 @partial(jax.jit, static_argnums=1)
 def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
     _traced()
-    if plan.uniform:
-        return _pool(x, plan.as_pool_spec().plan(tuple(x.shape)))
     spec = plan.spec
     axes = spec.spatial_axes
     if spec.mode == "avg":
@@ -321,18 +394,25 @@ def _adaptive_pool(x: jax.Array, plan: AdaptivePlan):
             taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
             out = _divide(taken.sum(axis=axis + 1), valid.sum(axis=1).reshape((-1, *trailing)))
         return out.astype(x.dtype)
-    flat = _plane_index(spec.data_format == "channels_first", plan.in_size, x.shape,
-                        _index_type(plan.in_size))
-    out = x
-    # The last spatial dim first: the surviving index is the row-major first max.
-    for d in reversed(range(spec.ndim)):
-        axis = axes[d]
-        index, _ = plan.gather(d)
-        taken = jnp.take(out, index, axis=axis)
-        pick = jnp.argmax(_order_key(lax.stop_gradient(taken)), axis=axis + 1, keepdims=True)
-        out = jnp.take_along_axis(taken, pick, axis=axis + 1).squeeze(axis + 1)
-        flat = jnp.take_along_axis(jnp.take(flat, index, axis=axis), pick,
-                                   axis=axis + 1).squeeze(axis + 1)
+    cf = spec.data_format == "channels_first"
+    with _x64_scope(_index_type(plan.in_size)):
+        flat = _plane_index(cf, plan.in_size, x.shape, _index_type(plan.in_size))
+        key = _order_key(lax.stop_gradient(x))
+        # The last spatial dim first: the surviving index is the row-major first max. Only
+        # integer keys and indices go through the bins; the value is gathered once at the
+        # index (bit-exact), so the gradient is one scatter-add.
+        for d in reversed(range(spec.ndim)):
+            axis = axes[d]
+            index, _ = plan.gather(d)  # (out, width): a bin's slots, the short bins' repeated
+            keys, flats = jnp.take(key, index, axis=axis), jnp.take(flat, index, axis=axis)
+            key, flat = lax.index_in_dim(keys, 0, axis + 1, False), lax.index_in_dim(
+                flats, 0, axis + 1, False)
+            for t in range(1, index.shape[1]):  # strictly greater wins: ties keep the first
+                k = lax.index_in_dim(keys, t, axis + 1, False)
+                win = k > key
+                key = jnp.where(win, k, key)
+                flat = jnp.where(win, lax.index_in_dim(flats, t, axis + 1, False), flat)
+    out = _take(x, flat, cf, 0)
     return (out, _int64(flat)) if spec.return_indices else out
 
 
@@ -362,18 +442,38 @@ def _max_unpool(y: jax.Array, indices: jax.Array, channels_first: bool,
     return out.reshape((n, c, *out_size) if cf else (n, *out_size, c)), top
 
 
-_FTZ = ("XLA on CPU flushes subnormal floats to zero in every float op, max and comparisons "
-        "included (jax#16200, 'working as intended'): pooled subnormals read as zero, as "
-        "everywhere in JAX on CPU; indices stay exact (integer keys); float16 is exact (it "
-        "computes in float32); a check-and-redo costs as much as the pool (measured 90%)")
+_FTZ = ("XLA flushes subnormal floats to zero in every float op here (on CPU: max and "
+        "comparisons included, jax#16200, 'working as intended'): pooled subnormals read as "
+        "zero, as everywhere in JAX on this machine; indices stay exact (integer keys); a "
+        "check-and-redo costs as much as the pool (measured 90%)")
+
+
+@lru_cache(maxsize=1)
+def _flushed_dtypes() -> tuple[str, ...]:
+    """The float dtypes whose subnormals this machine's XLA flushes in a pooled max or average
+    (float16 computes in float32, where its subnormals are normal: exact on CPU)."""
+    flushed = []
+    for name in ("float16", "bfloat16", "float32", "float64"):
+        dtype = np.dtype(jnp.dtype(name))
+        tiny = np.array(jnp.finfo(dtype).smallest_subnormal, dtype)
+        with _x64_scope(dtype):
+            x = jax.device_put(np.full((1, 1, 2), tiny, dtype))
+            got = [np.asarray(_pool(x, make_spec(mode, 2, data_format="NCW", ndim=1).plan(
+                x.shape))).item() for mode in ("max", "avg")]
+        if got != [tiny.item()] * 2:
+            flushed.append(name)
+    return tuple(flushed)
 
 
 class JaxBackend(Backend):
     name = "jax"
     framework = "jax"
     supports_autograd = True
-    known_deviations = ({f"subnormals:{d}": _FTZ for d in ("float32", "bfloat16", "float64")}
-                        if jax.default_backend() == "cpu" else {})
+    speed_routes = ()  # one translation of every plan (nothing chosen by size or shape)
+
+    @cached_property
+    def known_deviations(self) -> dict[str, str]:  # type: ignore[override]
+        return {f"subnormals:{d}": _FTZ for d in _flushed_dtypes()}
 
     def version(self) -> str:
         return jax.__version__
@@ -385,7 +485,7 @@ class JaxBackend(Backend):
     def from_numpy(self, a: np.ndarray) -> jax.Array:
         a = np.asarray(a)
         with _x64_scope(a.dtype):
-            return jnp.asarray(a)
+            return jax.device_put(a)  # (jnp.asarray compiles a program per shape and dtype)
 
     def to_numpy(self, x: jax.Array) -> np.ndarray:
         return np.asarray(x)

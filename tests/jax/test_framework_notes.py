@@ -15,6 +15,7 @@ import pytest
 from jax import lax
 
 import pooladapt as pa
+from pooladapt.backends import jax as pa_jax
 from pooladapt.layers import flax as layers
 
 
@@ -158,17 +159,19 @@ def test_jax_has_no_vjp_for_dilated_max():
     assert _flat(g) == [0, 0, 1]
 
 
-def test_xla_cpu_flushes_subnormals_and_pooladapt_indices_do_not():
-    if jax.default_backend() != "cpu":
-        pytest.skip("flush-to-zero is XLA's CPU behaviour")
+def test_xla_flushes_subnormals_where_it_does_and_pooladapt_indices_never():
     tiny = 2.0**-149
     x = _row([tiny, 0.0, 3 * tiny, tiny])
-    assert _flat(nn.max_pool(x, (2,), (2,))) == [0.0, 0.0]  # jax#16200
-    assert _flat(x + 0) == [0.0] * 4
-    assert bool(x[0, 0, 0] == 0) and bool(x[0, 2, 0] == x[0, 3, 0])  # comparisons flush too
-    # pooladapt's values flush as every JAX op on CPU (a known deviation); its indices do not
-    assert _flat(pa.pool1d(x, "max", 2)) == [0.0, 0.0]
+    # what XLA does on this machine (on CPU it flushes in every float op: jax#16200)
+    flushes = _flat(x + 0) == [0.0] * 4
+    if flushes:
+        assert bool(x[0, 0, 0] == 0) and bool(x[0, 2, 0] == x[0, 3, 0])  # comparisons too
+    exact = [tiny, 3 * tiny]
+    assert _flat(nn.max_pool(x, (2,), (2,))) == ([0.0, 0.0] if flushes else exact)
+    # pooladapt's values follow XLA (a known deviation where it flushes); its indices do not
+    assert _flat(pa.pool1d(x, "max", 2)) == ([0.0, 0.0] if flushes else exact)
     assert _flat(pa.pool1d(x, "max", 2, return_indices=True)[1]) == [0, 2]
+    assert ("subnormals:float32" in pa_jax.BACKEND.known_deviations) == flushes
 
 
 def test_jit_divides_by_a_constant_through_its_reciprocal():
