@@ -23,7 +23,10 @@ keep (changed in a ``with tuned(...)`` block).
 64-bit data: JAX truncates float64/int64 to 32 bits unless ``jax_enable_x64`` is set. NumPy input
 of a 64-bit dtype is converted, pooled and differentiated inside a scoped ``jax.enable_x64``
 context, so results stay exact without flipping the global flag. JAX arrays are whatever the
-caller's x64 setting made them. Indices are int64 whatever the setting (with x64 off, JAX
+caller's x64 setting made them; a 64-bit one pools exactly with x64 off too, eager or under the
+caller's jit, but its gradient through a gather (max, adaptive) needs x64 on: JAX builds the
+backward pass outside the backend, and with x64 off its scatter gets a 32-bit operand (a JAX
+TypeError, not a wrong value). Indices are int64 whatever the setting (with x64 off, JAX
 truncates them to int32 with a warning if they are used in arithmetic; ``max_unpool`` takes
 them as they are).
 """
@@ -366,11 +369,16 @@ def _global_pool(x: jax.Array, spec: GlobalSpec):
     axes = spec.spatial_axes
     if spec.mode == "max":
         cf = spec.data_format == "channels_first"
-        # argmax + gather: the value and the gradient go to the first max (or NaN); jnp.max
-        # would split the gradient between ties.
-        i = jnp.argmax(_order_key(lax.stop_gradient(_planes(x, cf))), axis=2 if cf else 1,
-                       keepdims=True)
-        out = _take(x, i, cf, 0).reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
+        # the first max (or NaN) of the integer keys, then a gather: the value and the gradient
+        # go there (jnp.max would split the gradient between ties). Not jnp.argmax: its
+        # lowering makes 32-bit constants for 64-bit keys when the caller's jit has x64 off.
+        keys = _order_key(lax.stop_gradient(_planes(x, cf)))
+        axis, cells = (2 if cf else 1), keys.shape[2 if cf else 1]
+        top = jnp.expand_dims(lax.reduce_max(keys, (axis,)), axis)
+        cell = lax.broadcasted_iota(_index_type((cells,)), keys.shape, axis)
+        i = lax.reduce_min(jnp.where(keys == top, cell, cells), (axis,))
+        out = _take(x, jnp.expand_dims(i, axis), cf, 0)
+        out = out.reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
         return out if spec.keepdims else out.squeeze(axes)
     acc = _acc_dtype(x.dtype)
     if spec.mode == "avg":
@@ -508,7 +516,8 @@ class JaxBackend(Backend):
         return out
 
     def global_pool(self, x: jax.Array, spec: GlobalSpec):
-        with _x64_scope(x.dtype):
+        cells = math.prod(x.shape[a] for a in spec.spatial_axes)
+        with _x64_scope(x.dtype, _index_type((cells,))):
             out = _global_pool(x, spec)
         _bound_programs(x)
         return out

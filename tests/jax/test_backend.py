@@ -148,6 +148,45 @@ def test_numpy_float64_and_int64_are_exact_without_enabling_x64():
     assert not jax.config.jax_enable_x64  # the scope did not leak
 
 
+@pytest.mark.parametrize("dtype", ["int64", "uint64"])
+@pytest.mark.parametrize("where", ["eager", "jit", "jit-with-x64"])
+def test_64_bit_integer_jax_arrays_are_exact_with_x64_off(dtype, where):
+    # arrays made under the caller's jax.enable_x64 keep 64 bits; pooling them with x64 off
+    # (eager or in the caller's jit) or in a jit with x64 on must not truncate them
+    info = np.iinfo(dtype)
+    values = [info.max, info.max - 1, info.min, 2**53 + 1, 2**53, info.min + 1, 7, info.max]
+    x = np.array(values, dtype=dtype).reshape(1, 1, 8)
+    with jax.enable_x64(True):
+        t = jnp.asarray(x)
+
+    def run(a):
+        y, idx = pa.pool1d(a, "max", 3, 2, 1, data_format="NCW", return_indices=True)
+        top = pa.global_pool1d(a, "max", data_format="NCW")
+        ay, aidx = pa.adaptive_pool1d(a, "max", 3, data_format="NCW", return_indices=True)
+        return y, idx, top, ay, aidx, pa.max_unpool1d(y, idx, 8, data_format="NCW")
+
+    assert not jax.config.jax_enable_x64
+    if where == "eager":
+        got = run(t)
+    elif where == "jit":
+        got = jax.jit(run)(t)
+    else:
+        with jax.enable_x64(True):
+            got = jax.jit(run)(t)
+    y, idx, top, ay, aidx, back = (np.asarray(a) for a in got)
+    # windows (pad, 0, 1), (1, 2, 3), (3, 4, 5), (5, 6, 7); bins [0, 3), [2, 6), [5, 8)
+    assert y.dtype == top.dtype == ay.dtype == back.dtype == np.dtype(dtype)
+    assert y.ravel().tolist() == [info.max, info.max - 1, 2**53 + 1, info.max]
+    assert idx.dtype == np.int64 and idx.ravel().tolist() == [0, 1, 3, 7]
+    assert top.ravel().tolist() == [info.max]
+    assert ay.ravel().tolist() == [info.max, 2**53 + 1, info.max]
+    assert aidx.ravel().tolist() == [0, 3, 7]
+    assert back.ravel().tolist() == [info.max, info.max - 1, 0, 2**53 + 1, 0, 0, 0, info.max]
+    for mode in ("avg", "lp"):
+        with pytest.raises(TypeError, match=f"{dtype}.*cast"):
+            pa.pool1d(t, mode, 2, data_format="NCW")
+
+
 def test_float64_gradient_through_backend_vjp_without_x64():
     x = RNG.standard_normal((1, 4, 4, 1))
     spec = make_spec("avg", 3, 1, 1, data_format="channels_last", ndim=2)
