@@ -30,14 +30,18 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import mxnet as mx
-import numpy as np
-from mxnet.gluon import HybridBlock
-from mxnet.gluon.block import _flatten
+from pooladapt.layers import require
 
-from pooladapt.backends.mxnet import global_graph, global_plan, pool_graph, recorded_input
-from pooladapt.config import get_speed_routes
-from pooladapt.spec import (
+require("mxnet", "mxnet")
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet.gluon import HybridBlock  # noqa: E402
+from mxnet.gluon.block import _flatten  # noqa: E402
+
+from pooladapt.backends.mxnet import BACKEND  # noqa: E402
+from pooladapt.config import get_speed_routes  # noqa: E402
+from pooladapt.spec import (  # noqa: E402
     GlobalSpec,
     PoolPlan,
     check_rank,
@@ -78,7 +82,8 @@ def _symbol_shape(x: Any, feed: dict[str, Any]) -> tuple[tuple[int, ...], np.dty
 
 
 class _Pooling(HybridBlock):
-    """A pooling block: subclasses say how to plan an input shape and how to pool."""
+    """A pooling block: subclasses say how to plan an input shape; the backend's ``graph``
+    pools it."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,9 +94,6 @@ class _Pooling(HybridBlock):
         return "pool"
 
     def _plan(self, shape: tuple[int, ...]) -> PoolPlan:
-        raise NotImplementedError
-
-    def _graph(self, F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
         raise NotImplementedError
 
     def forward(self, x: Any) -> Any:
@@ -105,7 +107,7 @@ class _Pooling(HybridBlock):
             self._clear_cached_op()
         if (self._active and self._spec.mode == "max" and isinstance(x, mx.nd.NDArray)
                 and mx.autograd.is_recording()):
-            with recorded_input(x) as xr:  # the graph's max may pool x itself
+            with BACKEND.recorded_input(x) as xr:  # the graph's max may pool x itself
                 return super().forward(xr)
         return super().forward(x)
 
@@ -131,7 +133,10 @@ class _Pooling(HybridBlock):
                 arrays = [a for a in _flatten(args, "input")[0] if a is not None]
                 key = tuple((a.shape, a.dtype) for a in arrays)
                 if key not in seen:
-                    seen[key] = _symbol_shape(x, dict(zip(names, arrays)))
+                    try:
+                        seen[key] = _symbol_shape(x, dict(zip(names, arrays)))
+                    except mx.base.MXNetError:  # the graph's crops do not fit these shapes
+                        seen[key] = None
                 if seen[key] != found or get_speed_routes() != routes:
                     block._clear_cached_op()
 
@@ -141,8 +146,8 @@ class _Pooling(HybridBlock):
     def hybrid_forward(self, F: Any, x: Any) -> Any:
         plan, dtype, _ = self._key
         if isinstance(x, (mx.np.ndarray, mx.sym.np._Symbol)):
-            return self._graph(F, x.as_nd_ndarray(), plan, dtype).as_np_ndarray()
-        return self._graph(F, x, plan, dtype)
+            return BACKEND.graph(F, x.as_nd_ndarray(), plan, dtype).as_np_ndarray()
+        return BACKEND.graph(F, x, plan, dtype)
 
 
 class _Pool(_Pooling):
@@ -160,9 +165,6 @@ class _Pool(_Pooling):
 
     def _plan(self, shape: tuple[int, ...]) -> PoolPlan:
         return self._spec.plan(shape)
-
-    def _graph(self, F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
-        return pool_graph(F, x, plan, dtype)
 
     def __repr__(self) -> str:
         s = self._spec
@@ -214,10 +216,7 @@ class _GlobalPool(_Pooling):
 
     def _plan(self, shape: tuple[int, ...]) -> PoolPlan:
         check_rank(shape, self._ndim, self._spec.data_format)
-        return global_plan(self._spec, shape)
-
-    def _graph(self, F: Any, x: Any, plan: PoolPlan, dtype: np.dtype) -> Any:
-        return global_graph(F, x, self._spec, plan, dtype)
+        return self._spec.pool_spec(tuple(shape[a] for a in self._spec.spatial_axes)).plan(shape)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layout={self._layout})"

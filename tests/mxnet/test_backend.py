@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -128,5 +130,32 @@ def test_capabilities_cover_every_feature_but_bfloat16():
     caps = BACKEND.capabilities()
     assert set(caps) == set(FEATURES) - {"bfloat16"}
     assert set(caps.values()) <= {NATIVE, EMULATED}
-    assert caps["max"] == NATIVE and caps["dilation"] == EMULATED
+    # one Pooling call with symmetric pads and a crop: same and ceil mode; taps: the rest
+    assert caps["max"] == caps["same"] == caps["ceil_mode"] == NATIVE
+    assert caps["dilation"] == caps["integers"] == caps["indices"] == caps["nan"] == EMULATED
     assert BACKEND.version() == mx.__version__
+
+
+# ops that only an emulation puts in a graph: explicit padding, taps, a divisor map, powers
+EMULATION = {"Concat", "add_n", "ElementWiseSum", "broadcast_div", "_power_scalar", "_greater"}
+
+
+@pytest.mark.parametrize("mode, kw, size, native", [
+    ("max", dict(window=3, stride=2, padding="same"), (7, 6), True),
+    ("max", dict(window=3, stride=2, ceil_mode=True), (8, 8), True),
+    ("max", dict(window=2, stride=2, padding=((0, 1), (0, 1))), (1, 1), False),  # no pad fits
+    ("max", dict(window=2, dilation=2), (7, 6), False),
+    ("avg", dict(window=3, stride=1, padding=1, count_include_pad=True), (7, 6), True),
+    ("avg", dict(window=3, stride=1, padding=1), (7, 6), False),  # the divisor map
+    ("lp", dict(window=2, p=2), (7, 6), True),
+    ("lp", dict(window=2, p=4), (7, 6), False),
+])
+def test_lowers_natively_says_what_the_plain_graph_does(mode, kw, size, native):
+    plan = make_spec(mode, **kw, data_format="NCHW", ndim=2).plan((2, 3, *size))
+    assert BACKEND.lowers_natively(plan, "float32") is native
+    with pa.speed_routes("off"):
+        graph = BACKEND.graph(mx.sym, mx.sym.var("x"), plan, "float32")
+    ops = {n["op"] for n in json.loads(graph.tojson())["nodes"]}
+    assert (not ops & EMULATION) is native, ops
+    assert BACKEND.lowers_natively(plan, "int32") is False
+    assert BACKEND.lowers_natively(plan, "bfloat16") is None

@@ -13,7 +13,7 @@ from mxnet import gluon, nd
 
 import pooladapt as pa
 from pooladapt import oracle
-from pooladapt.backends import mxnet as mxb
+from pooladapt.backends.mxnet import quirks
 from pooladapt.layers import mxnet as layers
 from pooladapt.spec import make_spec
 
@@ -143,6 +143,18 @@ def test_lp_supports_only_p_1_2_3_natively():
     np.testing.assert_allclose(y.asnumpy().ravel(), [17 ** 0.25], rtol=1e-6)
 
 
+def test_adaptive_avg_pooling_is_2d_channels_first():
+    """``contrib.AdaptiveAvgPooling2D`` takes PyTorch's bins on the last two axes of an NCHW
+    input only (a 3-D input raises); pooladapt pools any rank and layout with it."""
+    x = np.arange(1, 9, dtype=np.float32)
+    native = nd.contrib.AdaptiveAvgPooling2D(nd.array(x.reshape(1, 1, 1, 8)), output_size=(1, 3))
+    assert native.asnumpy().ravel().tolist() == [2.0, 4.5, 7.0]  # bins [0, 3), [2, 6), [5, 8)
+    with pytest.raises(mx.base.MXNetError):
+        nd.contrib.AdaptiveAvgPooling2D(nd.array(x.reshape(1, 1, 8)), output_size=(1, 3))
+    y = pa.adaptive_pool1d(nd.array(x.reshape(1, 8, 1)), "avg", 3, data_format="channels_last")
+    assert y.asnumpy().ravel().tolist() == [2.0, 4.5, 7.0]
+
+
 # ------------------------------------------------------------------ oneDNN, detected here
 # MXNet runs float32 channels-first pooling on oneDNN where its build has it and
 # MXNET_MKLDNN_ENABLED is not 0, else on its own kernels; what each native op gives is
@@ -159,7 +171,7 @@ def test_avg_kernels_divide_or_sum_quotients():
     last = nd.Pooling(nd.array(PROBE.reshape(1, 3, 3, 1)), kernel=(3, 3), pool_type="avg",
                       layout="NHWC")
     assert last.asnumpy().item() != divided
-    assert (first.asnumpy().item() == divided) is mxb.onednn_pools()
+    assert (first.asnumpy().item() == divided) is quirks.onednn_pools()
     for fmt, x in (("NCHW", PROBE.reshape(1, 1, 3, 3)), ("NHWC", PROBE.reshape(1, 3, 3, 1))):
         y = pa.pool2d(nd.array(x), "avg", 3, data_format=fmt)
         assert y.asnumpy().item() == divided
@@ -189,7 +201,7 @@ def test_onednn_max_gradient_needs_a_training_forward_of_a_plain_array(how):
     kw = dict(view=how == "a view", train_mode=how != "train_mode=False")
     native = _max_grad(x, w, lambda t: nd.Pooling(t, kernel=(3, 3), stride=(2, 2), pad=(1, 1),
                                                   pool_type="max"), **kw)
-    assert (not np.array_equal(native, want)) is mxb.onednn_pools()
+    assert (not np.array_equal(native, want)) is quirks.onednn_pools()
     ours = _max_grad(x, w, lambda t: pa.pool2d(t, "max", 3, 2, 1, data_format="NCHW"), **kw)
     np.testing.assert_array_equal(ours, want)
 
@@ -208,4 +220,4 @@ def test_a_hybridized_parent_outside_training_mode_loses_the_argmax():
         parent.add(block)
         parent.hybridize()
         got = _max_grad(x, w, parent, train_mode=False)
-        assert (not np.array_equal(got, want)) is mxb.onednn_pools(), type(block)
+        assert (not np.array_equal(got, want)) is quirks.onednn_pools(), type(block)

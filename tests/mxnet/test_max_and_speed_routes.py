@@ -1,7 +1,8 @@
-"""The max route and the speed routes: native ``Pooling`` with native pads and a crop, the NaN/-inf
-check (a global average pooling, or read on the host) with the exact fix of only the flagged
-batch rows, and every view route forced through ``pa.speed_routes``, each compared with the
-oracle, values and gradients. Regression: recorded float32/float16 max gradients."""
+"""The max and the speed routes: native ``Pooling`` with symmetric pads and a crop (or explicit
+padding where none fits), the NaN/-inf check (a global average pooling, or read on the host)
+with the exact fix of only the flagged batch rows, and every view route forced through
+``pa.speed_routes``, each compared with the oracle, values and gradients. Regression:
+recorded float32/float16 max gradients."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ from mxnet import nd
 
 import pooladapt as pa
 from pooladapt import config, oracle
-from pooladapt.backends import mxnet as mxb
-from pooladapt.backends.mxnet import BACKEND
+from pooladapt.backends.mxnet import BACKEND, fast, quirks, translate
 from pooladapt.layers import mxnet as layers
 from pooladapt.spec import make_spec
 
 RNG = np.random.default_rng(3)
 SIZES = {1: [(9,), (1,)], 2: [(7, 6), (2, 1)], 3: [(5, 6, 4), (1, 2, 1)]}
 PADDINGS = ["valid", "same", "same_lower", 1, (0, 2), (1, 2)]
-VIEWS = (mxb.FEW_CHANNELS, mxb.FLAT_1D, mxb.CHANNELS_LAST_VIEW, mxb.SEPARABLE)
+VIEWS = (fast.FEW_CHANNELS, fast.FLAT_1D, fast.CHANNELS_LAST_VIEW, fast.SEPARABLE)
 
 
 def _plans():
@@ -66,7 +66,7 @@ def _routes(setting: str):
 
 
 # how the NaN/inf rows are found: a global average pooling (plain), or read on the host
-CHECKS = {"pooling": "off", "in place": mxb.HOST_CHECK, "python": mxb.PYTHON_CHECK}
+CHECKS = {"pooling": "off", "in place": fast.HOST_CHECK, "python": fast.PYTHON_CHECK}
 
 
 def _vjp(plan, x: np.ndarray, g: np.ndarray, dtype: str) -> np.ndarray:
@@ -76,12 +76,12 @@ def _vjp(plan, x: np.ndarray, g: np.ndarray, dtype: str) -> np.ndarray:
     return got.asnumpy()
 
 
-def test_every_route_kind_is_in_the_grid():
-    kinds = {(r[1], any(r[2]), r[4] is not None) for r in map(mxb._max_route,
-                                                              (p for _, _, p in PLANS))}
-    # valid/full convention, a hand-padded high side, a crop
-    assert {("valid", False, False), ("full", False, False), ("valid", False, True),
-            ("full", False, True), ("valid", True, False)} <= kinds
+def test_every_kind_of_native_call_is_in_the_grid():
+    covers = [translate.native_cover(p) for _, _, p in PLANS]
+    kinds = {None if c is None else (c.ceil, any(c.skip), c.crop) for c in covers}
+    # valid/full convention, pads grown by a stride, a crop; explicit padding where none fits
+    assert {(False, False, False), (True, False, False), (False, True, True),
+            (True, False, True), None} <= kinds
 
 
 VALUE_CASES = [
@@ -116,8 +116,8 @@ def test_gradients_equal_the_oracle(which, check):
                                        err_msg=f"{spec} {shape}")
 
 
-@pytest.mark.parametrize("routes", [*VIEWS, f"{mxb.CHANNELS_LAST_VIEW},{mxb.SEPARABLE}",
-                                    f"{mxb.FEW_CHANNELS},{mxb.FLAT_1D}", "off"])
+@pytest.mark.parametrize("routes", [*VIEWS, f"{fast.CHANNELS_LAST_VIEW},{fast.SEPARABLE}",
+                                    f"{fast.FEW_CHANNELS},{fast.FLAT_1D}", "off"])
 def test_every_view_equals_the_oracle(routes):
     """Each view forced on every plan (the grid's 2 channels and small windows take only some
     of them under auto): values in float32 and float16, gradients in float32."""
@@ -161,13 +161,18 @@ def test_the_pooling_check_flags_an_infinity_in_a_large_plane():
     x[2, 1, 39, 49] = np.inf
     x[3, 0, 0, 0] = -np.inf
     with pa.speed_routes("off"):
-        assert mxb._nonfinite_rows(nd.array(x)).tolist() == [2, 3]
+        assert fast.host_values(nd.array(x)) is False
+        assert quirks.nonfinite_rows(nd.array(x), False).tolist() == [2, 3]
         # oneDNN's float32 sum overflows and flags the rows (only the exact path runs); MXNet's
         # own kernel sums x / count and does not
         x[:] = 1e38
-        rows = mxb._nonfinite_rows(nd.array(x))
-        want = [0, 1, 2, 3] if mxb.onednn_pools() else None
+        rows = quirks.nonfinite_rows(nd.array(x), False)
+        want = [0, 1, 2, 3] if quirks.onednn_pools() else None
         assert (None if rows is None else rows.tolist()) == want
+
+
+def _flagged_rows(x):
+    return quirks.nonfinite_rows(x, fast.host_values(x))
 
 
 @pytest.mark.parametrize("check", ["python", "in place"])
@@ -178,30 +183,40 @@ def test_in_place_check_reads_the_finished_input(check, dtype):
         x = nd.ones((2, 3, 4, 4), dtype=dtype)
         y = x * 2
         y[1, 2, 3, 3] = np.nan  # a pending write: the check waits for it
-        assert mxb._nonfinite_rows(y).tolist() == [1]
+        assert _flagged_rows(y).tolist() == [1]
         y[0, 0, 0, 0] = -np.inf
-        assert mxb._nonfinite_rows(y).tolist() == [0, 1]
-        assert mxb._nonfinite_rows(nd.ones((2, 3, 4, 4), dtype=dtype) * 3e38) is None
+        assert _flagged_rows(y).tolist() == [0, 1]
+        assert _flagged_rows(nd.ones((2, 3, 4, 4), dtype=dtype) * 3e38) is None
     assert CHECKS[check] in config.routes_taken
 
 
 def test_auto_follows_the_tuning():
-    """auto takes the separable max from ``TUNING.separable_cells`` on: two ``Pooling`` nodes
+    """auto takes the separable max from ``Tuning.separable_cells`` on: two ``Pooling`` nodes
     instead of one in a hybridized graph, for the values and for the NaN code map."""
     x_np = _input((2, 12, 12, 3), "float32", "one row")
     want = oracle.pool(x_np, make_spec("max", 10, 1, data_format="NHWC", ndim=2))
-    old = mxb.TUNING.separable_cells
-    try:
-        for cells, pools in ((100, 4), (101, 2)):
-            mxb.TUNING.separable_cells = cells
-            block = layers.MaxPool2D(10, 1, layout="NHWC")
-            block.hybridize()
-            with pa.speed_routes("auto"):
-                np.testing.assert_array_equal(block(nd.array(x_np)).asnumpy(), want)
-            nodes = json.loads(block._cached_graph[1].tojson())["nodes"]
-            assert sum(n["op"] == "Pooling" for n in nodes) == pools, cells
-    finally:
-        mxb.TUNING.separable_cells = old
+    for cells, pools in ((100, 4), (101, 2)):
+        block = layers.MaxPool2D(10, 1, layout="NHWC")
+        block.hybridize()
+        with pa.speed_routes("auto"), fast.tuned(separable_cells=cells):
+            np.testing.assert_array_equal(block(nd.array(x_np)).asnumpy(), want)
+        nodes = json.loads(block._cached_graph[1].tojson())["nodes"]
+        assert sum(n["op"] == "Pooling" for n in nodes) == pools, cells
+
+
+def test_tuning_is_scoped_and_checked():
+    before = fast.tuning()
+    with fast.tuned(few_channels=2) as inner:
+        assert fast.tuning() is inner and inner.few_channels == 2
+        assert inner.separable_cells == before.separable_cells
+    assert fast.tuning() is before
+    with pytest.raises(TypeError, match="few_channels must be an int"):
+        fast.Tuning(few_channels=2.5)
+    with pytest.raises(ValueError, match="host_check must be >= 0"):
+        fast.Tuning(host_check=-1)
+    with pytest.raises(TypeError):
+        with fast.tuned(no_such_threshold=1):
+            pass
 
 
 # ------------------------------------------------------------------ recorded gradients
@@ -299,7 +314,7 @@ def test_hybridized_graph_is_built_with_the_routes_set_when_called():
     block.hybridize()
     x_np = _input((2, 7, 6, 3), "float32", "one row")
     want = oracle.pool(x_np, make_spec("max", 3, 2, 1, data_format="NHWC", ndim=2))
-    for setting, reshapes in (("off", False), (mxb.CHANNELS_LAST_VIEW, True), ("off", False)):
+    for setting, reshapes in (("off", False), (fast.CHANNELS_LAST_VIEW, True), ("off", False)):
         with _routes(setting):
             np.testing.assert_array_equal(block(nd.array(x_np)).asnumpy(), want)
         assert ("Reshape" in _graph_ops(block)) is reshapes, setting
