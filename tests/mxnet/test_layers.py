@@ -3,7 +3,10 @@ equal to the oracle for the extras and for Gluon's ceil-mode drop case, hybridiz
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from mxnet import gluon, nd
 
 from pooladapt import oracle
+from pooladapt.backends.mxnet import BACKEND
 from pooladapt.layers import mxnet as layers
 from pooladapt.spec import make_global_spec, make_spec
 
@@ -267,3 +271,25 @@ def test_bad_arguments_raise_at_construction_or_on_a_bad_input():
         layers.MaxPool2D(2)(nd.ones((1, 4, 4)))
     with pytest.raises(ValueError, match="expected a 5-D input"):
         layers.GlobalAvgPool3D()(nd.ones((1, 1, 4, 4)))
+
+
+def test_the_backends_graph_is_the_layers_door_and_gives_no_indices_in_a_graph():
+    plan = make_spec("max", 2, data_format="NCHW", ndim=2).plan((1, 1, 4, 4))
+    x_np = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    graph = BACKEND.graph(mx.sym, mx.sym.var("x"), plan, "float32")
+    np.testing.assert_array_equal(graph.eval(x=nd.array(x_np))[0].asnumpy().ravel(),
+                                  [5, 7, 13, 15])
+    indices = dataclasses.replace(plan.spec, return_indices=True).plan((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="return_indices needs mx.nd arrays"):
+        BACKEND.graph(mx.sym, mx.sym.var("x"), indices, "float32")
+    y, idx = BACKEND.graph(nd, nd.array(x_np), indices, "float32")
+    assert idx.asnumpy().ravel().tolist() == [5, 7, 13, 15]
+
+
+def test_without_mxnet_the_layers_module_names_the_extra():
+    code = ("import sys; sys.modules['mxnet'] = None\n"
+            "try:\n    import pooladapt.layers.mxnet\n"
+            "except ImportError as err:\n    print(err)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'pooladapt[mxnet]'" in out, out

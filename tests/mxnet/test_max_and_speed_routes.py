@@ -214,9 +214,8 @@ def test_tuning_is_scoped_and_checked():
         fast.Tuning(few_channels=2.5)
     with pytest.raises(ValueError, match="host_check must be >= 0"):
         fast.Tuning(host_check=-1)
-    with pytest.raises(TypeError):
-        with fast.tuned(no_such_threshold=1):
-            pass
+    with pytest.raises(TypeError), fast.tuned(no_such_threshold=1):
+        pass
 
 
 # ------------------------------------------------------------------ recorded gradients

@@ -134,7 +134,17 @@ class MXNetBackend(Backend):
         """The pooling of ``plan`` on ``x``, an array of ``F`` (``mx.nd``, or ``mx.sym`` inside
         a hybridized block) of dtype ``dtype`` in the plan's layout: what Gluon layers build
         (``pooladapt.layers.mxnet``). A global pool's plan is ``GlobalSpec.pool_spec``'s (its
-        spatial dims kept as 1s). The graph follows the speed-route setting of the call."""
+        spatial dims kept as 1s). The graph follows the speed-route setting of the call.
+        Indices (``return_indices``) come from ``mx.nd`` arrays only.
+
+        >>> from pooladapt.spec import make_spec
+        >>> plan = make_spec("max", 2, data_format="NCHW", ndim=2).plan((1, 1, 4, 4))
+        >>> BACKEND.graph(mx.sym, mx.sym.var("x"), plan, "float32").infer_shape(x=(1, 1, 4, 4))[1]
+        [(1, 1, 2, 2)]
+        """
+        if plan.spec.return_indices and F is not nd:
+            raise ValueError("return_indices needs mx.nd arrays: a graph (mx.sym) gives no "
+                             "indices")
         return translate.pool_graph(F, x, plan, np.dtype(dtype).name)
 
     def recorded_input(self, x: Any) -> contextlib.AbstractContextManager[Any]:

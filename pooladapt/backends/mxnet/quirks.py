@@ -133,16 +133,16 @@ def nonfinite_rows(x: Any, host_values: np.ndarray | None | bool) -> np.ndarray 
     route; None: all finite; False: not read), else one global average pooling finds them,
     where a NaN or an infinity makes its plane's mean non-finite (so does a float32 overflow
     in oneDNN's sum, which only costs the exact path)."""
-    s = x.shape
-    values = host_values
-    if values is None:
+    if host_values is None:
         return None
-    if values is False:
+    s = x.shape
+    if isinstance(host_values, np.ndarray):
+        values = host_values
+    else:
         view = x if len(s) == 4 else x.reshape((s[0], s[1], math.prod(s[2:-1]), s[-1]))
         with mx.autograd.pause():
             values = nd.Pooling(view, kernel=(1, 1), global_pool=True,
                                 pool_type="avg").asnumpy()
-    assert isinstance(values, np.ndarray)
     if np.isfinite(values).all():
         return None
     return np.flatnonzero(~np.isfinite(values.reshape(s[0], -1)).all(axis=1))
@@ -151,7 +151,8 @@ def nonfinite_rows(x: Any, host_values: np.ndarray | None | bool) -> np.ndarray 
 def restore_max(F: Any, x: Any, y: Any, max_pool: Callable[[Any], Any]) -> Any:
     """MXNet's max ``y = max_pool(x)`` made canonical: a window holding a NaN gives NaN, one
     of only -inf gives -inf. ``max_pool`` of a code map (1 = NaN, -1 = -inf, 0 = else) tells
-    them apart, and sqrt(-code) * -inf maps 1 and -1 to the answer."""
+    them apart, and sqrt(-code) * -inf maps 1 and -1 to the answer. The gradient of those
+    windows is 0 here, as MXNet's own (the taps send it to their first NaN or -inf cell)."""
     code = max_pool((x != x) - (x == -math.inf))
     return F.where(code, F.sqrt(-code) * -math.inf, y)
 
@@ -177,6 +178,7 @@ def with_rows_fixed(x: Any, rows: np.ndarray | None, pool: Callable[[Any], Any],
 
 def empty_outputs(x: Any, outputs: list[tuple[tuple[int, ...], Any]]) -> tuple[Any, ...]:
     """The outputs of a call on an array with a zero-size batch or channel dim, made directly:
-    MXNet's ops cannot run there (a 0 in their shapes means unknown)."""
+    MXNet's ops cannot run there, a 0 in their shapes means unknown
+    (tests/conformance/test_edges.py::test_empty_batch_or_channels_give_empty_results)."""
     return tuple(nd.array(np.zeros(shape, dtype), ctx=x.context, dtype=dtype)
                  for shape, dtype in outputs)

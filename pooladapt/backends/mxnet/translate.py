@@ -9,10 +9,12 @@ Graph code takes the op namespace ``F``: ``mx.nd``, or ``mx.sym`` in a hybridize
   (``lowering.symmetric_cover``, ``quirks.crop_to_plan``); where no pad fits, x is padded
   explicitly (-inf for max, 0 for sums) and pooled VALID.
 * max: that ``Pooling``. MXNet skips NaN and gives a window of -inf the lowest finite value:
-  the batch rows holding a NaN or an infinity are restored (quirks.py; a graph always is).
-  Indices: each window's first tap equal to its max. Integers and dilation, which ``Pooling``
-  lacks: the taps (strided slices) of the input padded with the dtype's lowest value, a NaN
-  or a strictly greater value winning, a window's first real cell beating its padding.
+  the batch rows holding a NaN or an infinity are restored (quirks.py), from the taps where
+  a gradient is recorded; a graph, which holds no values to check, always restores (the
+  gradient of such a window is 0 there, as MXNet's own). Indices: each window's first tap
+  equal to its max. Integers and dilation, which ``Pooling`` lacks: the taps (strided
+  slices) of the input padded with the dtype's lowest value, a NaN or a strictly greater
+  value winning, a window's first real cell beating its padding.
 * avg: the window sums (``Pooling`` 'sum'; the taps' sum with dilation) divided by the plan's
   divisor, one number or its divisor map. lp: ``Pooling`` 'lp' of ``|x|`` for p of 1, 2, 3
   (MXNet keeps the sign), else the window sums of ``|x| ** p`` and their root, a zero sum
@@ -70,10 +72,10 @@ def pool_graph(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     """The pooling of ``plan`` on ``x`` (an ``F`` array or symbol of dtype ``dtype``), with
     int64 per-plane indices where ``plan.spec.return_indices`` (``mx.nd`` only)."""
     if plan.spec.mode != "max":
-        return _sums(F, x, plan, dtype)
+        return _avg_or_lp(F, x, plan, dtype)
     if takes_taps(plan, dtype):
         return _tap_max(F, x, plan, dtype)
-    return _native_max(F, x, plan, dtype)
+    return _pooling_max(F, x, plan, dtype)
 
 
 def _pooling(F: Any, x: Any, plan: PoolPlan, pool_type: str, padded: bool = False,
@@ -94,13 +96,13 @@ def _pooling(F: Any, x: Any, plan: PoolPlan, pool_type: str, padded: bool = Fals
     return quirks.crop_to_plan(F, y, plan, cover)
 
 
-def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
+def _pooling_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     """``Pooling``'s max, the batch rows holding a NaN or an infinity restored (exactly: from
     the taps where indices or a gradient are asked for); indices: each window's first tap
     equal to its max (padding and -inf never equal a finite max)."""
     spec = plan.spec
     if dtype == "float16" and fast.half_as_float():  # speed route
-        out = _native_max(F, F.cast(x, "float32"), plan, "float32")
+        out = _pooling_max(F, F.cast(x, "float32"), plan, "float32")
         return (F.cast(out[0], dtype), out[1]) if spec.return_indices else F.cast(out, dtype)
 
     def pool(t: Any) -> Any:
@@ -122,7 +124,7 @@ def _native_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     return quirks.with_rows_fixed(x, rows, native, exact)
 
 
-def _first_max(F: Any, values: Any, indices: list[Any] | None, dtype: str,
+def _max_over(F: Any, values: Any, indices: list[Any] | None, dtype: str,
                keep: list[Any] | None = None, force: list[Any] | None = None) -> tuple[Any, Any]:
     """The first maximum over ``values`` (in order) and its entry of ``indices``: a value wins
     where it is strictly greater than the best so far or its first NaN, and ``keep`` (inside
@@ -153,7 +155,7 @@ def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     maps = [ops.constant(m, spec, x, "float64") for m in lowering.tap_index_maps(plan)] if (
         spec.return_indices) else None
     first = compile.first_real_taps(F, x, plan, dtype) if plan.has_padding else None
-    best, idx = _first_max(F, ops.tap_slices(F, padded, plan), maps, dtype, force=first)
+    best, idx = _max_over(F, ops.tap_slices(F, padded, plan), maps, dtype, force=first)
     return (best, F.cast(idx, "int64")) if spec.return_indices else best
 
 
@@ -165,7 +167,7 @@ def _window_sums(F: Any, x: Any, plan: PoolPlan, taps: bool, padded: bool = Fals
     return F.add_n(*ops.tap_slices(F, xp, plan))
 
 
-def _sums(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
+def _avg_or_lp(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     """avg and lp (float input), computed in float32 or float64."""
     spec = plan.spec
     acc = lowering.accumulator(dtype)
@@ -208,7 +210,7 @@ def adaptive(x: Any, plan: AdaptivePlan) -> Any:
         shape = [-1 if a == axis else 1 for a in range(x.ndim)]
         at = [nd.array(i, ctx=x.context, dtype="int64") for i in index.T]
         inside = [nd.array(v.reshape(shape), ctx=x.context, dtype=dtype) for v in valid.T]
-        out, flat = _first_max(nd, [nd.take(out, i, axis=axis) for i in at],
+        out, flat = _max_over(nd, [nd.take(out, i, axis=axis) for i in at],
                                [nd.take(flat, i, axis=axis) for i in at], dtype, keep=inside)
     return (out, nd.cast(flat, "int64")) if spec.return_indices else out
 
