@@ -270,10 +270,12 @@ Block = tuple[tuple[slice, ...], int, int]  # (outer index, o0, o1): outputs [o0
 
 
 class _Schedule(NamedTuple):
-    """The blocks a job runs in, and on how many workers (1: the caller's thread)."""
+    """The blocks a job runs in, in how many groups (1: the caller's thread), on a pool of
+    ``threads`` workers."""
 
     blocks: list[Block]
-    workers: int
+    groups: int
+    threads: int = 1
 
 
 def _schedule(plan: PoolPlan, shape: tuple[int, ...], itemsize: int,
@@ -296,7 +298,7 @@ def _schedule(plan: PoolPlan, shape: tuple[int, ...], itemsize: int,
     if budget is None:
         return _Schedule([((slice(None),), 0, out0)], 1)
     blocks = list(_blocks(plan, shape, itemsize, budget))
-    return _Schedule(blocks, min(workers, len(blocks)))
+    return _Schedule(blocks, min(workers, len(blocks)), workers)
 
 
 def _blocks(plan: PoolPlan, shape: tuple[int, ...], itemsize: int,
@@ -334,10 +336,10 @@ def _run(fn, schedule: _Schedule) -> None:
             for b in group:
                 fn(*b, scratch)
 
-    blocks, workers = schedule
-    if workers < 2:
+    blocks, groups, threads = schedule
+    if groups < 2:
         return run(blocks)
-    list(_executor(workers).map(run, [blocks[i::workers] for i in range(workers)]))
+    list(_executor(threads).map(run, [blocks[i::groups] for i in range(groups)]))
 
 
 def _phases(plan: PoolPlan, dims: tuple[_Dim, ...], shape: tuple[int, ...],
