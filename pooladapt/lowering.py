@@ -11,17 +11,27 @@ steps, and the unpool index check. Everything is checked against hand-computed v
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import operator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from pooladapt.plan import AdaptivePlan, PoolPlan, output_size, same_pads
+from pooladapt.plan import (
+    AdaptivePlan,
+    PoolPlan,
+    output_size,
+    resolve_adaptive,
+    resolve_plan,
+    same_pads,
+)
+from pooladapt.spec import AdaptiveSpec, PoolSpec
 
 if TYPE_CHECKING:  # types only
-    from pooladapt.spec import GlobalSpec, PoolSpec
+    from pooladapt.spec import GlobalSpec
 
 # ---------------------------------------------------------------------------- dtypes
 
@@ -427,3 +437,35 @@ def onnx_auto_pad(spec: PoolSpec) -> str | None:
     the dilation (tests/onnxruntime/test_framework_notes.py)."""
     rules = {"same_upper": "SAME_UPPER", "same_lower": "SAME_LOWER", "valid": "VALID"}
     return rules[spec.padding] if isinstance(spec.padding, str) else None
+
+
+# ---------------------------------------------------------------------------- plans as plain values
+# (appended by the torch backend: torch.compile hands host code plain values only)
+
+
+PlanValues = tuple[str, tuple[object, ...], tuple[int, ...]]
+
+
+def plan_values(plan: PoolPlan | AdaptivePlan) -> PlanValues:
+    """The plan as plain values: its spec's class name and fields, and its spatial size (each
+    passed through ``operator.index``, which makes a compiler's symbolic size its value). A
+    compiler that traces Python hands host code only such values (torch.compile: a plan it
+    builds while tracing is no Python object there); :func:`plan_from_values` inverts it.
+
+    >>> plan = make_spec("max", 2, ndim=1).plan((1, 4, 1))
+    >>> plan_values(plan)[::2]
+    ('PoolSpec', (4,))
+    """
+    spec = plan.spec
+    fields = tuple(getattr(spec, f.name) for f in dataclasses.fields(spec))
+    return type(spec).__name__, fields, tuple(operator.index(n) for n in plan.in_size)
+
+
+def plan_from_values(values: PlanValues) -> PoolPlan | AdaptivePlan:
+    """The core's plan (the cached one) that :func:`plan_values` describes."""
+    kind, fields, in_size = values
+    if kind == "PoolSpec":
+        return resolve_plan(PoolSpec(*fields), in_size)  # type: ignore[arg-type]
+    if kind == "AdaptiveSpec":
+        return resolve_adaptive(AdaptiveSpec(*fields), in_size)  # type: ignore[arg-type]
+    raise ValueError(f"plan values must name a PoolSpec or an AdaptiveSpec, got {kind!r}")

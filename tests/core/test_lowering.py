@@ -340,3 +340,34 @@ def test_onnx_nodes_pass_the_checker_and_match_the_reference_evaluator():
                 np.testing.assert_allclose(got[0], want, rtol=1e-12, err_msg=str(node))
             compared += 1
     assert checked > 1000 and compared > 300, (checked, compared)
+
+
+# ------------------------------------------------------------------ plans as plain values (torch)
+
+
+def test_plan_values_are_the_specs_fields_and_the_spatial_size():
+    spec = make_spec("lp", (3, 2), 2, ((1, 0), (0, 1)), ceil_mode=True, p=3.0, ndim=2,
+                     data_format="channels_first")
+    plan = spec.plan((1, 1, 7, 5))
+    kind, fields, in_size = lowering.plan_values(plan)
+    assert kind == "PoolSpec" and in_size == (7, 5)
+    assert fields == ("lp", 2, (3, 2), (2, 2), (1, 1), ((1, 0), (0, 1)), True, False, 3.0,
+                      "channels_first", False)
+    assert all(type(v) in (str, int, bool, float, tuple) for v in fields)
+    assert lowering.plan_from_values((kind, fields, in_size)) is plan  # the core's cached plan
+
+
+def test_plan_values_of_an_adaptive_plan_round_trip():
+    plan = make_adaptive_spec("max", (3, None), ndim=2, return_indices=True).plan((2, 7, 4, 1))
+    values = lowering.plan_values(plan)
+    assert values == ("AdaptiveSpec", ("max", 2, (3, None), "channels_last", True), (7, 4))
+    assert lowering.plan_from_values(values) is plan
+    assert lowering.plan_from_values(values).out_size == (3, 4)
+
+
+def test_plan_values_take_index_like_sizes_and_name_what_they_cannot_rebuild():
+    spec = make_spec("max", 2, ndim=1)
+    values = lowering.plan_values(spec.plan((1, np.int64(6), 1)))  # a NumPy size: a plain int
+    assert values[2] == (6,) and type(values[2][0]) is int
+    with pytest.raises(ValueError, match="GlobalSpec"):
+        lowering.plan_from_values(("GlobalSpec", (), (4,)))
