@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Any, Protocol
 
@@ -69,7 +70,16 @@ def _finish(be: Backend, out: Any, native: bool) -> Any:
     return be.to_numpy(out)
 
 
+def _traced() -> bool:
+    """True while torch.compile traces the call: a traced tensor's id() is not its id at run
+    time, so no plane is remembered there (max_unpool needs output_size in a compiled graph)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
 def _remember_plane(indices: Any, plane: tuple[int, ...]) -> None:
+    if _traced():
+        return
     key = id(indices)
     def forget(_ref: Any, key: int = key) -> None:
         _index_planes.pop(key, None)
