@@ -20,20 +20,24 @@ differs: ``LPPool`` computes ``(sum |x|**p) ** (1/p)`` where torch keeps the sig
 ``LPPool`` with ``ceil_mode`` scales a partial last window by ``window / cells`` pooladapt sums
 the cells it has. On non-negative input without partial windows they agree.
 
-Each layer builds its spec once; ``forward`` is one cached lookup and the backend's native
-call, so the layers work under ``torch.compile`` (``fullgraph=True``), ``torch.export``, with
-``state_dict`` (they hold no state) and pickling.
+Each layer builds its spec once (a ``pa.Pool1D/2D/3D`` for the pools) and pools through
+``pooladapt``'s public API, so the layers work under ``torch.compile`` (``fullgraph=True``),
+``torch.export``, with ``state_dict`` (they hold no state) and pickling.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
+from pooladapt.layers import require
 
-from pooladapt.backends.torch import BACKEND, pool_with_spec, static_shape
-from pooladapt.spec import (
+require("torch", "torch")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from pooladapt import api, dispatch  # noqa: E402
+from pooladapt.spec import (  # noqa: E402
     AdaptiveSpec,
     PoolSpec,
     make_adaptive_spec,
@@ -50,8 +54,11 @@ __all__ = [
 
 _FIRST = "channels_first"
 
+# torch.compile cannot trace the backend's first import (importlib): load it with this module
+dispatch.load("torch")
 
-def _batched(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+
+def _with_batch(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """torch's layers also take unbatched input (channels + spatial dims)."""
     if x.dim() == layer.ndim + 1:
         return x.unsqueeze(0), True
@@ -72,15 +79,22 @@ def _repr_extras(spec: PoolSpec | AdaptiveSpec) -> str:
     return "" if spec.data_format == _FIRST else f", data_format={spec.data_format!r}"
 
 
+_POOLS = {1: api.Pool1D, 2: api.Pool2D, 3: api.Pool3D}
+
+
 class _Pool(nn.Module):
-    """A pooling layer over a :class:`PoolSpec` built once in ``__init__``."""
+    """A pooling layer over a ``pa.Pool1D/2D/3D`` built once in ``__init__``."""
 
     ndim = 0
     spec: PoolSpec
 
+    def _build(self, *args: Any, **kwargs: Any) -> None:
+        self.pool = _POOLS[self.ndim](*args, **kwargs)
+        self.spec = self.pool.spec
+
     def forward(self, x: torch.Tensor) -> Any:
-        x, unbatched = _batched(self, x)
-        return _unbatch(pool_with_spec(x, self.spec), unbatched)
+        x, unbatched = _with_batch(self, x)
+        return _unbatch(self.pool(x), unbatched)
 
 
 class _MaxPoolNd(_Pool):
@@ -100,9 +114,8 @@ class _MaxPoolNd(_Pool):
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
-        self.spec = make_spec("max", kernel_size, stride, padding, dilation, ceil_mode,
-                              data_format=data_format, return_indices=return_indices,
-                              ndim=self.ndim)
+        self._build("max", kernel_size, stride, padding, dilation, ceil_mode,
+                    data_format=data_format, return_indices=return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
@@ -133,8 +146,8 @@ class _AvgPoolNd(_Pool):
             self.padding = _single(padding) if isinstance(padding, int) else padding
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
         self.dilation = dilation
-        self.spec = make_spec("avg", kernel_size, stride, padding, dilation, ceil_mode,
-                              count_include_pad, data_format=data_format, ndim=self.ndim)
+        self._build("avg", kernel_size, stride, padding, dilation, ceil_mode, count_include_pad,
+                    data_format=data_format)
         if divisor_override is not None:
             self._check_divisor_override()
 
@@ -146,20 +159,18 @@ class _AvgPoolNd(_Pool):
                 self.divisor_override, int) or self.divisor_override == 0:
             raise ValueError(f"divisor_override must be a non-zero int, got "
                              f"{self.divisor_override!r}")
-        # torch's own op does it, so it is exact only where torch can express the geometry
-        native = (not isinstance(spec.padding, str) and all(lo == hi for lo, hi in spec.padding)
-                  and all(lo <= k // 2 for (lo, _), k in zip(spec.padding, spec.window))
-                  and all(d == 1 for d in spec.dilation))
-        if not native:
+        # torch's own argument, computed by torch's own op: with torch's own arguments only
+        # (torch itself rejects a padding over half the window when it is called)
+        if isinstance(spec.padding, str) or any(lo != hi for lo, hi in spec.padding) or any(
+                d != 1 for d in spec.dilation):
             raise ValueError(
-                "divisor_override works with torch's own geometry only: symmetric int padding "
-                f"of at most half the window and no dilation; got padding={self.padding!r}, "
-                f"dilation={self.dilation!r}")
+                "divisor_override works with torch's own arguments only: symmetric int padding "
+                f"and no dilation; got padding={self.padding!r}, dilation={self.dilation!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.divisor_override is None:
             return super().forward(x)
-        x, unbatched = _batched(self, x)
+        x, unbatched = _with_batch(self, x)
         spec = self.spec
         xc = x if spec.channels_first else x.movedim(-1, 1)
         fn = torch.nn.functional.avg_pool2d if self.ndim == 2 else torch.nn.functional.avg_pool3d
@@ -196,8 +207,8 @@ class _LPPoolNd(_Pool):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride = norm_type, kernel_size, stride
         self.ceil_mode, self.padding, self.dilation = ceil_mode, padding, dilation
-        self.spec = make_spec("lp", kernel_size, stride, padding, dilation, ceil_mode,
-                              p=norm_type, data_format=data_format, ndim=self.ndim)
+        self._build("lp", kernel_size, stride, padding, dilation, ceil_mode, p=norm_type,
+                    data_format=data_format)
 
     def extra_repr(self) -> str:
         text = (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
@@ -223,9 +234,8 @@ class _AdaptivePoolNd(nn.Module):
                                        data_format=data_format, return_indices=return_indices)
 
     def forward(self, x: torch.Tensor) -> Any:
-        x, unbatched = _batched(self, x)
-        plan = self.spec.plan(static_shape(x, self.spec.spatial_axes))
-        return _unbatch(BACKEND.adaptive_pool(x, plan), unbatched)
+        x, unbatched = _with_batch(self, x)
+        return _unbatch(api.run_adaptive(x, self.spec), unbatched)
 
     def extra_repr(self) -> str:
         text = f"output_size={self.output_size}"
@@ -261,21 +271,17 @@ class _MaxUnpoolNd(nn.Module):
 
     def forward(self, input: torch.Tensor, indices: torch.Tensor,
                 output_size: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
-        y, unbatched = _batched(self, input)
+        y, unbatched = _with_batch(self, input)
         idx = indices.unsqueeze(0) if unbatched else indices
-        axes = self.spec.spatial_axes
         if output_size is None:  # torch's default: the size this geometry pooled from
-            plane = tuple((y.shape[a] - 1) * s - 2 * p + k for a, s, p, k in
-                          zip(axes, self.stride, self.padding, self.kernel_size))
+            sizes: tuple[int, ...] = tuple(
+                (y.shape[a] - 1) * s - 2 * p + k for a, s, p, k in
+                zip(self.spec.spatial_axes, self.stride, self.padding, self.kernel_size))
         else:  # torch accepts the spatial sizes, or the full shape
             sizes = tuple(output_size)
-            plane = make_unpool_spec(sizes[-self.ndim:] if len(sizes) != self.ndim + 2 else sizes,
-                                     ndim=self.ndim, data_format=self.spec.data_format
-                                     ).output_size
-        if tuple(idx.shape) != tuple(y.shape):
-            raise ValueError(f"indices must have the shape of the pooled values "
-                             f"{tuple(y.shape)!r}, got {tuple(idx.shape)!r}")
-        return _unbatch(BACKEND.max_unpool(y, idx, self.spec, plane), unbatched)
+            sizes = sizes[-self.ndim:] if len(sizes) != self.ndim + 2 else sizes
+        spec = make_unpool_spec(sizes, ndim=self.ndim, data_format=self.spec.data_format)
+        return _unbatch(api.run_unpool(y, idx, spec), unbatched)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 import pooladapt as pa
 from pooladapt import conformance, oracle
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE
-from pooladapt.backends.torch import BACKEND, pool_with_spec
+from pooladapt.backends.torch import BACKEND
 from pooladapt.spec import make_adaptive_spec, make_spec
 
 RNG = np.random.default_rng(11)
@@ -136,6 +136,23 @@ def test_plans_torch_expresses_run_without_explicit_padding(mode, kw):
     spec = make_spec(mode, **kw, ndim=2, **CF)
     want = oracle.pool(x.numpy(), spec)
     np.testing.assert_allclose(y.numpy(), want, rtol=2e-6, atol=2e-6)
+    # capabilities read the same routing: one torch call with its own divisor rule
+    assert BACKEND.lowers_natively(spec.plan(tuple(x.shape)), "float32")
+
+
+def test_plans_torch_cannot_pad_are_padded_explicitly_and_reported_emulated():
+    x = torch.randn(2, 3, 12, 11)
+    for kw in (dict(window=3, stride=2, padding=((2, 0), (0, 2))),  # more than half the window
+               dict(window=3, stride=1, padding=2, dilation=2)):  # half the extent
+        spec = make_spec("max", **kw, ndim=2, **CF)
+        with _Recorder() as rec:
+            y, idx = pa.pool2d(x, "max", **kw, return_indices=True, **CF)
+        assert "pad" in rec.names, rec.names
+        assert not BACKEND.lowers_natively(spec.plan(tuple(x.shape)), "float32")
+        want, want_idx = oracle.pool(x.numpy(), make_spec("max", **kw, return_indices=True,
+                                                          ndim=2, **CF))
+        np.testing.assert_array_equal(y.numpy(), want)
+        np.testing.assert_array_equal(idx.numpy(), want_idx)
 
 
 def test_asymmetric_count_include_pad_sums_natively_and_divides_by_the_map():
@@ -145,6 +162,8 @@ def test_asymmetric_count_include_pad_sums_natively_and_divides_by_the_map():
     assert "pad" not in rec.names and "avg_pool2d" in rec.names
     # same pads (0, 1) per dim: the last row/column of windows holds 2 real cells of 3
     np.testing.assert_allclose(y[0, 0].numpy(), [[1, 2 / 3], [2 / 3, 4 / 9]])
+    spec = make_spec("avg", 3, 2, "same", count_include_pad=True, ndim=2, **CF)
+    assert not BACKEND.lowers_natively(spec.plan((1, 1, 4, 4)), "float64")  # a divisor map
 
 
 # ------------------------------------------------------------------ autograd
@@ -216,13 +235,13 @@ def _assert_same(got, want, exact: bool) -> None:
 @pytest.mark.parametrize(("mode", "kw", "fmt"), COMPILE_SPECS, ids=lambda v: str(v))
 def test_torch_compile_fullgraph_equals_eager_across_shapes(mode, kw, fmt):
     torch._dynamo.reset()
-    spec = make_spec(mode, **kw, data_format=fmt, ndim=2)
-    compiled = torch.compile(lambda t: pool_with_spec(t, spec), fullgraph=True)
+    pool = pa.Pool2D(mode, **kw, data_format=fmt)
+    compiled = torch.compile(lambda t: pool(t), fullgraph=True)
     for shape in ((2, 3, 9, 10), (1, 4, 11, 12)):  # the second compiles with dynamic sizes
         x = torch.randn(*shape)
         x = x if fmt == "channels_first" else x.movedim(1, -1).contiguous()
         x[0, 0, 0, 1] = math.nan
-        _assert_same(compiled(x), pool_with_spec(x, spec), exact=mode == "max")
+        _assert_same(compiled(x), pool(x), exact=mode == "max")
 
 
 def test_torch_compile_of_the_public_api_and_its_gradient():
@@ -241,6 +260,40 @@ def test_torch_compile_of_the_public_api_and_its_gradient():
     (dx,) = torch.autograd.grad(y, x, g)
     (edx,) = torch.autograd.grad(ey, x, g)
     assert torch.allclose(dx, edx)
+
+
+def test_the_public_api_compiles_with_dynamic_sizes():
+    """Spatial sizes are specialised (a plan depends on them); the batch stays dynamic."""
+    torch._dynamo.reset()
+
+    def f(t):
+        y, idx = pa.pool2d(t, "max", 3, 2, "same", return_indices=True, **CF)
+        return (pa.pool2d(y, "lp", 2, padding=((0, 1), (1, 0)), p=2.5, **CF), idx,
+                pa.adaptive_pool2d(t, "max", (4, 3), return_indices=True, **CF)[1])
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    for shape in ((2, 3, 9, 10), (3, 3, 9, 10), (1, 2, 11, 8)):
+        x = torch.randn(*shape, dtype=torch.float64)
+        for got, want in zip(compiled(x), f(x)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_plan_built_while_tracing_reaches_host_code_empty():
+    """Why compile.py hands host code a plan's plain values: a plan dynamo builds while it
+    traces (``spec.plan`` runs in the trace) reaches a function marked
+    ``assume_constant_result`` as an empty shell, without its fields (torch 2.13)."""
+    torch._dynamo.reset()
+    seen = []
+
+    @torch.compiler.assume_constant_result
+    def host(plan):
+        seen.append(hasattr(plan, "out_size"))
+        return 1
+
+    spec = make_spec("max", 2, ndim=2, **CF)
+    out = torch.compile(lambda t: t + host(spec.plan(tuple(t.shape))), fullgraph=True)(
+        torch.zeros(1, 1, 4, 4))
+    assert seen == [False] and out.sum() == 16
 
 
 def test_torch_compile_of_adaptive_global_and_unpool():
@@ -328,6 +381,28 @@ def test_int8_channels_last_planes_above_127_cells():
     y = pa.pool2d(x, "max", 2, data_format="channels_last")
     want = oracle.pool(x.numpy(), make_spec("max", 2, data_format="channels_last", ndim=2))
     np.testing.assert_array_equal(y.numpy(), want)
+
+
+def test_avg_pool3d_rejects_a_window_larger_than_the_input():
+    x = torch.randn(1, 2, 2, 3, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="smaller than kernel"):
+        F.avg_pool3d(x, 3, 1, 1)
+    assert F.avg_pool2d(x[:, :, 0, :2], 3, 1, 1).shape == (1, 2, 2, 3)  # 2-D takes it
+    kw = dict(window=3, stride=1, padding=1, count_include_pad=True)
+    spec = make_spec("avg", **kw, ndim=3, **CF)
+    assert not BACKEND.lowers_natively(spec.plan(tuple(x.shape)), "float64")
+    np.testing.assert_allclose(pa.pool3d(x, "avg", **kw, **CF).numpy(),
+                               oracle.pool(x.numpy(), spec), rtol=1e-12, atol=1e-12)
+
+
+def test_torch_pads_at_most_half_the_window_not_half_its_extent():
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="half of kernel size"):
+        F.max_pool2d(x, 3, 1, 2, dilation=2)  # the dilated extent is 5
+    spec = make_spec("max", 3, 1, 2, 2, ndim=2, **CF)
+    assert not BACKEND.lowers_natively(spec.plan(tuple(x.shape)), "float64")
+    np.testing.assert_array_equal(pa.pool2d(x, "max", 3, 1, 2, 2, **CF).numpy(),
+                                  oracle.pool(x.numpy(), spec))
 
 
 def test_half_precision_avg_sums_in_float32():

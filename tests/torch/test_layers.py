@@ -262,6 +262,13 @@ def test_bad_arguments_raise_when_the_layer_is_built():
         layers.MaxPool2d(2)(torch.zeros(1, 1, 1, 4, 4))
 
 
+def test_layers_pool_through_the_api_and_its_checks():
+    with pytest.raises(TypeError, match="cast"):  # the API's dtype check (torch: RuntimeError)
+        layers.AvgPool2d(2)(torch.ones(1, 1, 4, 4, dtype=torch.int32))
+    with pytest.raises(TypeError, match="integers"):
+        layers.MaxUnpool2d(2)(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+
+
 # ------------------------------------------------------------------ compile, export, state
 
 

@@ -9,6 +9,9 @@ routes) or in the torch functions called (``auto``/``off``)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 import pooladapt as pa
 import pooladapt.backends.torch as tb
 from pooladapt import config, conformance, oracle
+from pooladapt.backends.torch import fast
 from pooladapt.layers import torch as layers
 from pooladapt.spec import make_adaptive_spec, make_spec
 from pooladapt.testing.strategies import cases_with_inputs, pool_cases
@@ -33,8 +37,8 @@ SEPARABLE, UNFOLD, CHANNELS_LAST = "torch.separable_max", "torch.unfold_max", \
     "torch.channels_last_max"
 UNIT_CHANNEL, LIFT_1D, FIXUP_CHECK = "torch.unit_channel_view", "torch.lift_1d_max", \
     "torch.index_fixup_check"
-SMALL = tb.TUNING.separable_min // 8  # cells: no route's tuning takes these
-LARGE = 2 * max(tb.TUNING.separable_min, tb.TUNING.channels_last_min)  # cells: every one does
+SMALL = fast.TUNING.separable_min // 8  # cells: no route's tuning takes these
+LARGE = 2 * max(fast.TUNING.separable_min, fast.TUNING.channels_last_min)  # cells: every one does
 
 
 @contextlib.contextmanager
@@ -171,7 +175,7 @@ def test_every_route_is_exact_in_every_dtype(dtype, fmt):
 
 def test_large_contiguous_nchw_takes_the_separable_max_without_copies_or_padding():
     x_np = _special((2, 8, 48, 48), "float32")
-    assert x_np.size >= tb.TUNING.separable_min
+    assert x_np.size >= fast.TUNING.separable_min
     x = torch.from_numpy(x_np)
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
     with _Recorder() as rec:
@@ -199,7 +203,7 @@ def test_windows_inside_the_input_reduce_by_unfolding():
 
 def test_channels_last_with_many_channels_keeps_torchs_kernel_unless_forced():
     x = torch.randn(2, 96, 96, 4)  # NHWC, four channels: torch's kernel vectorises over them
-    assert x.numel() >= tb.TUNING.separable_min
+    assert x.numel() >= fast.TUNING.separable_min
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_last")
     with _Recorder() as rec:
         y = tb.BACKEND.pool(x, spec.plan(x.shape))
@@ -244,7 +248,7 @@ def test_autograd_keeps_torchs_kernel_and_the_first_maximum_gets_the_gradient(fm
 
 def test_large_contiguous_nchw_max_pools_in_channels_last_format_and_returns_its_own():
     x = torch.randn(2, 16, 64, 64)  # contiguous NCHW, many channels
-    assert x.numel() >= tb.TUNING.channels_last_min
+    assert x.numel() >= fast.TUNING.channels_last_min
     spec = make_spec("max", 3, 2, 1, return_indices=True, ndim=2, data_format="channels_first")
     want_y, want_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     for setting, channels_last in (("auto", True), ("off", False)):
@@ -440,7 +444,7 @@ def test_off_takes_the_plain_translation():
 
 def test_no_cache_replays_a_decision_made_under_another_setting():
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
-    layer = layers.MaxPool2d(3, 2, 1)  # pool_with_spec: its own cache of plans
+    layer = layers.MaxPool2d(3, 2, 1)  # through pa.Pool2D's cache of plans
     large, small = torch.randn(2, 8, 48, 48), torch.randn(1, 2, 8, 8)
     runs = [("auto", large, True), ("off", large, False), ("auto", large, True),
             ("auto", small, False), (f"on:{SEPARABLE}", small, True), ("auto", small, False),
@@ -455,16 +459,37 @@ def test_no_cache_replays_a_decision_made_under_another_setting():
             assert torch.equal(y, F.max_pool2d(x, 3, 2, 1))
 
 
-def test_the_environment_variable_sets_the_routes(monkeypatch):
-    x = torch.randn(2, 8, 48, 48)
-    monkeypatch.setenv("POOLADAPT_SPEED_ROUTES", "off")
-    with _Recorder() as rec:
-        pa.pool2d(x, "max", 3, 2, 1, data_format="channels_first")
-    assert "maximum" not in rec.names
-    monkeypatch.setenv("POOLADAPT_SPEED_ROUTES", f"on:{SEPARABLE}")
-    with _Recorder() as rec:
-        pa.pool2d(x[:1, :1, :8, :8], "max", 3, 2, 1, data_format="channels_first")
-    assert "maximum" in rec.names
+ENV_SCRIPT = """
+import torch
+from torch.overrides import TorchFunctionMode
+import pooladapt as pa
+
+class Names(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))
+
+with Names() as rec:
+    pa.pool2d(torch.randn(2, 8, 48, 48), "max", 3, 2, 1, data_format="channels_first")
+print("maximum" in rec.names)
+"""
+
+
+@pytest.mark.parametrize(("setting", "separable"), [("off", False), ("auto", True),
+                                                    (f"on:{UNFOLD}", False)])
+def test_the_environment_variable_sets_the_routes(setting, separable):
+    """``POOLADAPT_SPEED_ROUTES`` is read when pooladapt is imported: a fresh interpreter each,
+    pooling an input ``auto`` takes the separable max for (forcing another route turns it
+    off)."""
+    env = {**os.environ, "POOLADAPT_SPEED_ROUTES": setting}
+    done = subprocess.run([sys.executable, "-c", ENV_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(separable)
 
 
 def test_every_route_asked_for_is_declared_and_reached():
@@ -489,11 +514,12 @@ def test_every_route_asked_for_is_declared_and_reached():
 
 def test_torch_compile_takes_no_route_even_forced():
     torch._dynamo.reset()
-    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    pool = pa.Pool2D("max", 3, 2, 1, data_format="channels_first")
+    spec = pool.spec
     x = torch.from_numpy(_special((2, 3, 9, 8), "float32"))
     config.routes_taken.difference_update(ROUTES)
     with pa.speed_routes("on"):
-        got = torch.compile(lambda t: tb.pool_with_spec(t, spec), fullgraph=True)(x)
+        got = torch.compile(lambda t: pool(t), fullgraph=True)(x)
     assert not config.routes_taken
     _assert_equal(got, oracle.pool(x.numpy(), spec))
 
@@ -525,10 +551,10 @@ LAYOUT = {"permute", "transpose", "t", "clone", "contiguous", "copy", "_to_copy"
 ])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_compiled_graph_has_no_layout_op_the_plan_does_not_need(mode, kw, pads, fmt):
-    spec = make_spec(mode, **kw, ndim=2, data_format=fmt)
+    pool = pa.Pool2D(mode, **kw, data_format=fmt)
     x = torch.randn(2, 3, 12, 11) if fmt == "channels_first" else torch.randn(2, 12, 11, 3)
     layer = (layers.MaxPool2d if mode == "max" else layers.AvgPool2d)
-    for fn in (lambda t: tb.pool_with_spec(t, spec), _layer(layer, kw, fmt)):
+    for fn in (lambda t: pool(t), _layer(layer, kw, fmt)):
         ops = _aten_ops(fn, x)
         # channels_last: one NC* view of the input and one of the output, no copy
         assert ops.count("permute") == (0 if fmt == "channels_first" else 2), ops

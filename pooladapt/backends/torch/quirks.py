@@ -1,0 +1,191 @@
+"""torch behaviours the translation works around, one small function each.
+
+Each docstring names what torch does (measured with torch 2.13 on the CPU) and the test that
+pins it; ``tests/torch/test_framework_notes.py`` and ``tests/torch/test_backend.py`` run the
+raw torch op where it matters, so a torch release that changes the behaviour is noticed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from pooladapt import lowering
+from pooladapt.backends.torch.compile import per_plan
+from pooladapt.plan import AdaptivePlan, PoolPlan
+
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64}
+_SIGNED = {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}
+_INT64_MIN = -(2**63)
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+Restore = Callable[[torch.Tensor], torch.Tensor]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def widen_unsigned(x: torch.Tensor) -> tuple[torch.Tensor, Restore | None, float | int]:
+    """torch's pools and ``max(dim)`` take no uint16/uint32/uint64: they are pooled as the
+    next wider signed type, uint64 as int64 with its top bit flipped (which maps uint64 order
+    onto int64 order). Returns the working tensor, the function that restores the dtype (None:
+    unchanged) and the working value of the dtype's lowest. Pinned by
+    ``test_integer_max_is_exact_with_indices`` (tests/torch/test_backend.py)."""
+    dtype = x.dtype
+    if dtype in _WIDER:
+        return x.to(_WIDER[dtype]), lambda y: y.to(dtype), 0
+    if dtype == torch.uint64:
+        return (x.view(torch.int64) ^ _INT64_MIN,
+                lambda y: (y ^ _INT64_MIN).view(torch.uint64), _INT64_MIN)
+    return x, None, lowering.lowest(dtype_name(dtype))
+
+
+def scatter_view(dtype: torch.dtype) -> torch.dtype | None:
+    """torch's ``scatter`` takes no uint16/uint32/uint64: their bits move as the signed type
+    of the same size (``test_integer_max_is_exact_with_indices`` unpools them)."""
+    return _SIGNED.get(dtype)
+
+
+def no_channels(xc: torch.Tensor, out_size: tuple[int, ...], indices: bool):
+    """torch's pools reject an input with zero channels; the result is empty anyway, so it is
+    made without them (``test_empty_batch_and_zero_channels``). None when there are channels."""
+    if xc.shape[1]:
+        return None
+    y = xc.new_zeros((*xc.shape[:2], *out_size))
+    return (y, y.long()) if indices else y
+
+
+def nan_positions(x: torch.Tensor) -> torch.Tensor:
+    """torch's max pools (and adaptive max pools) give the index of the *last* NaN of a
+    window (``test_nan_index_is_the_first_nan_where_torch_reports_the_last``). Pooled with the
+    same geometry, this tensor (-flat position at NaN cells, -inf elsewhere) has the index of
+    the window's *first* NaN."""
+    plane = x.shape[2:]
+    dtype = torch.float32 if math.prod(plane) < 2**24 else torch.float64
+    neg_pos = -torch.arange(math.prod(plane), dtype=dtype, device=x.device).view(plane)
+    return torch.where(torch.isnan(x), neg_pos, torch.full((), -math.inf, dtype=dtype,
+                                                           device=x.device))
+
+
+def lowest_max_index(y: torch.Tensor, idx: torch.Tensor, lowest: float | int,
+                     first_real: torch.Tensor) -> torch.Tensor:
+    """A window's maximum equal to the dtype's lowest value ties with every padded cell, and
+    torch's index for it is unreliable (its channels_last 3-D kernel drops the depth term):
+    the window's first real cell (``first_real``, -1 for none) takes it
+    (``test_all_minus_inf_window_index_is_its_first_real_cell_in_3d``)."""
+    return torch.where(y == lowest, first_real, idx)
+
+
+def int8_pool_input(t: torch.Tensor, tracing: bool) -> torch.Tensor:
+    """torch's channels_last int8 max pool kernels index a plane with int8 and fail above 127
+    cells (``test_int8_channels_last_planes_above_127_cells``): such input is pooled from a
+    contiguous copy (always while tracing, where the layout is not known)."""
+    if t.dtype not in (torch.int8, torch.uint8) or t.dim() < 4:
+        return t
+    fmt = _CHANNELS_LAST[t.dim()]
+    if tracing or (t.numel() > 127 and (t.is_contiguous(memory_format=fmt)
+                                        or not t.is_contiguous())):
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
+def avg_pool_fits(window: tuple[int, ...], in_size: tuple[int, ...]) -> bool:
+    """torch's ``avg_pool3d`` rejects a window larger than the unpadded input, whatever the
+    padding ("input image smaller than kernel size"; ``avg_pool1d``/``2d`` take it):
+    ``test_avg_pool3d_rejects_a_window_larger_than_the_input``."""
+    return len(window) != 3 or all(k <= n for k, n in zip(window, in_size))
+
+
+def half_sums_on(t: torch.Tensor, ndim: int, adaptive: bool) -> bool:
+    """float16/bfloat16 averages torch computes badly on the CPU: ``avg_pool3d`` has no kernel
+    for them, ``adaptive_avg_pool3d`` sums in float16 and overflows (60000s average to inf):
+    they are computed in float32 (``test_half_precision_avg_sums_in_float32``)."""
+    return t.dtype in (torch.float16, torch.bfloat16) and t.device.type == "cpu" and (
+        ndim == 3 or adaptive)
+
+
+def first_real_terms(plan: PoolPlan) -> tuple[tuple[int, ...], ...]:
+    """For :func:`lowest_max_index`: per dim and output, the flat-index term of its window's
+    first tap inside the input (``lowering.dim_taps``), a large negative number where none is;
+    summed over the dims (clamped at -1), the window's first real cell."""
+    none, s = -math.prod(plan.in_size) - 1, plan.spec.stride
+    return tuple(tuple(next(((o * s[d] + t.offset) * step for t in lowering.dim_taps(plan, d)
+                             if t.first <= o < t.last), none) for o in range(m))
+                 for d, (m, step) in enumerate(zip(plan.out_size,
+                                                   lowering.plane_strides(plan.in_size))))
+
+
+def first_nan_index(y: torch.Tensor, idx: torch.Tensor, xc: torch.Tensor, checked: bool,
+                    pool_indices: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Where the maximum ``y`` of NC* ``xc`` is NaN, the index of the window's first NaN
+    (``pool_indices`` of :func:`nan_positions`) replaces torch's, the last one. ``checked``:
+    the values were checked (fast.fixup_check), so a ``y`` without NaN skips this."""
+    if not xc.is_floating_point() or (checked and not bool(torch.isnan(y).any())):
+        return idx
+    return torch.where(torch.isnan(y), pool_indices(nan_positions(xc)), idx)
+
+
+def lift_1d(t: torch.Tensor, *params: tuple[int, ...]) -> tuple:
+    """A 1-D NC* tensor and its pool arguments (window, stride, padding, dilation...) as 2-D
+    with a unit height: torch's 1-D max pool takes no integers and ``avg_pool1d`` no
+    ``divisor_override`` (``test_int64_beyond_float_precision_stays_exact``; the lp cases of
+    the conformance grid)."""
+    return (t.unsqueeze(2), *((1 if i != 2 else 0, *p) for i, p in enumerate(params)))
+
+
+def lp_power(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``|x| ** p``. torch differentiates ``|x| ** p`` (p < 1) at 0 as inf * 0 = NaN; the
+    canonical gradient there is 0 (``test_lp_gradient_at_zero_is_zero_not_nan``)."""
+    if p == 2.0:
+        return x * x
+    if p >= 1.0 or not x.requires_grad:
+        return x.abs() if p == 1.0 else x.abs() ** p
+    a = x.abs()
+    zero = a == 0
+    return torch.where(zero, torch.zeros_like(a), torch.where(zero, 1.0, a) ** p)
+
+
+def lp_root(s: torch.Tensor, root: float | None) -> torch.Tensor:
+    """``s ** root`` (None: ``s``). torch differentiates it at 0 as inf * 0 = NaN; the
+    canonical gradient there is 0 (``test_lp_gradient_at_zero_is_zero_not_nan``)."""
+    if root is None:
+        return s
+    if not s.requires_grad:
+        return s.sqrt() if root == 0.5 else s ** root
+    zero = s == 0
+    t = torch.where(zero, torch.ones_like(s), s)
+    return torch.where(zero, torch.zeros_like(s), t.sqrt() if root == 0.5 else t ** root)
+
+
+class _Bins:
+    """An adaptive plan's bins per dim as gather indices (``plan.gather``: a flat index list
+    and its (out, widest bin) shape)."""
+
+    def __init__(self, plan: AdaptivePlan) -> None:
+        self.in_size = plan.in_size
+        self.gather = tuple((tuple(index.ravel().tolist()), index.shape) for index, _ in (
+            plan.gather(d) for d in range(plan.spec.ndim)))
+
+
+_bins = per_plan(_Bins)
+
+
+def integer_adaptive_max(xc: torch.Tensor, plan: AdaptivePlan, indices: bool):
+    """torch's adaptive max pools take floats only: integers are gathered and reduced per dim
+    over the plan's bins (``test_int64_beyond_float_precision_stays_exact``), the last dim
+    first, so the surviving index is the first maximum of the whole bin in row-major order (a
+    bin's padding slots repeat its first cell: harmless for max). With ``indices``, values
+    and indices."""
+    bins = _bins(plan)
+    out, pos = xc, torch.arange(math.prod(bins.in_size), device=xc.device).view(
+        bins.in_size).expand(xc.shape)
+    for d in reversed(range(len(bins.in_size))):
+        axis, (index, shape) = 2 + d, bins.gather[d]
+        flat = torch.tensor(index, device=xc.device)
+        out, pick = out.index_select(axis, flat).unflatten(axis, shape).max(dim=axis + 1)
+        pos = pos.index_select(axis, flat).unflatten(axis, shape).gather(
+            axis + 1, pick.unsqueeze(axis + 1)).squeeze(axis + 1)
+    return (out, pos) if indices else out
