@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from pooladapt.backends.base import Backend
-from pooladapt.backends.mxnet import fast, quirks, translate
+from pooladapt.backends.mxnet import fast, ops, quirks, translate
 from pooladapt.plan import AdaptivePlan, PoolPlan
 from pooladapt.spec import GlobalSpec, UnpoolSpec
 
@@ -128,7 +128,7 @@ class MXNetBackend(Backend):
         return x if isinstance(x, np.ndarray) else x.asnumpy()
 
     def dtype_name(self, x: Any) -> str:
-        return x.source.name if isinstance(x, StandIn) else np.dtype(x.dtype).name
+        return x.source.name if isinstance(x, StandIn) else ops.dtype_name(x.dtype)
 
     def graph(self, F: Any, x: Any, plan: PoolPlan, dtype: Any) -> Any:
         """The pooling of ``plan`` on ``x``, an array of ``F`` (``mx.nd``, or ``mx.sym`` inside
@@ -145,7 +145,7 @@ class MXNetBackend(Backend):
         if plan.spec.return_indices and F is not nd:
             raise ValueError("return_indices needs mx.nd arrays: a graph (mx.sym) gives no "
                              "indices")
-        return translate.pool_graph(F, x, plan, np.dtype(dtype).name)
+        return translate.pool_graph(F, x, plan, ops.dtype_name(dtype))
 
     def recorded_input(self, x: Any) -> contextlib.AbstractContextManager[Any]:
         """x (an ``mx.nd`` array) ready for a max pooling graph whose gradient is recorded:
@@ -178,9 +178,9 @@ class MXNetBackend(Backend):
 
     def pool(self, x: Any, plan: PoolPlan) -> Any:
         if type(x) is nd.NDArray and not plan.spec.return_indices and 0 not in x.shape:
-            return translate.pool_graph(nd, x, plan, np.dtype(x.dtype).name)  # the common call
+            return translate.pool_graph(nd, x, plan, ops.dtype_name(x.dtype))  # the common call
         return self._on_nd_view(
-            lambda t: translate.pool_graph(nd, t, plan, np.dtype(t.dtype).name), x,
+            lambda t: translate.pool_graph(nd, t, plan, ops.dtype_name(t.dtype)), x,
             self._outputs(x, plan.output_shape(tuple(x.shape)), plan.spec.return_indices))
 
     def global_pool(self, x: Any, spec: GlobalSpec) -> Any:
@@ -190,7 +190,7 @@ class MXNetBackend(Backend):
                      if spec.keepdims or a not in spec.spatial_axes)
 
         def pool(t: Any) -> Any:
-            y = translate.pool_graph(nd, t, plan, np.dtype(t.dtype).name)
+            y = translate.pool_graph(nd, t, plan, ops.dtype_name(t.dtype))
             return y if spec.keepdims else nd.squeeze(y, axis=spec.spatial_axes)
 
         return self._on_nd_view(pool, x, self._outputs(x, kept, False))

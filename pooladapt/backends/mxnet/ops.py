@@ -1,6 +1,7 @@
 """The array primitives the translation is written with, on ``F`` (``mx.nd`` or ``mx.sym``),
-any rank and layout: padding the spatial axes with a value, one strided slice per window
-tap, and per-position constants that broadcast against the spec's layout."""
+any rank and layout: ``Pooling``'s arguments, padding the spatial axes with a value, one
+strided slice per window tap, per-position constants that broadcast against the layout, and
+each window's first tap equal to its max (indices)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ import numpy as np
 from pooladapt.lowering import Cover, tap_index_maps, tap_offsets
 from pooladapt.plan import Pads, PoolPlan
 from pooladapt.spec import PoolSpec
+
+
+@functools.lru_cache(maxsize=64)
+def dtype_name(dtype: Any) -> str:
+    """NumPy's name of an array's dtype (``np.float32`` -> ``"float32"``), cached: NumPy 1.23
+    takes microseconds to name one, as long as a tiny pooling's own bookkeeping."""
+    return np.dtype(dtype).name
 
 
 def pooling_args(pool_type: str, ceil: bool, pads: tuple[int, ...]) -> dict[str, Any]:

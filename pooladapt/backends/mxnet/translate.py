@@ -30,6 +30,7 @@ Speed routes (fast.py) are asked at the lines marked ``# speed route``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -48,9 +49,10 @@ CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}  # channels first is Pooling's
 
 def takes_taps(plan: PoolPlan, dtype: str) -> bool:
     """Integers and dilation, which ``Pooling`` lacks, are computed from the window's taps."""
-    return dtype not in quirks.POOLING_DTYPES or any(d > 1 for d in plan.spec.dilation)
+    return dtype not in quirks.POOLING_DTYPES or max(plan.spec.dilation) > 1
 
 
+@functools.lru_cache(maxsize=512)
 def native_cover(plan: PoolPlan) -> Cover | None:
     """The symmetric pads and convention (MXNet takes pads < window) that make ``Pooling``
     give the plan's windows; None: x is padded explicitly."""
@@ -198,7 +200,7 @@ def _avg_or_lp(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
 
 def adaptive(x: Any, plan: AdaptivePlan) -> Any:
     """Non-uniform adaptive bins of an ``mx.nd`` array, with indices for max where asked."""
-    spec, dtype = plan.spec, np.dtype(x.dtype).name
+    spec, dtype = plan.spec, ops.dtype_name(x.dtype)
     if spec.mode == "avg":
         acc = lowering.accumulator(dtype)
         out = quirks.adaptive_avg(x.astype(acc) if acc != dtype else x, plan)
