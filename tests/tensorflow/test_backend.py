@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import pooladapt as pa
 from pooladapt import oracle
-from pooladapt.backends.base import EMULATED, FEATURES, NATIVE
+from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, PLAN_PROBES
 from pooladapt.backends.tensorflow import BACKEND
 from pooladapt.spec import make_adaptive_spec, make_spec, make_unpool_spec
 
@@ -215,9 +215,38 @@ def test_integer_average_is_a_type_error_naming_the_cast():
 def test_capabilities_report_every_feature():
     caps = BACKEND.capabilities()
     assert set(caps) == set(FEATURES)
-    assert set(caps.values()) <= {NATIVE, EMULATED}
-    assert caps["max"] == NATIVE and caps["ceil_mode"] == EMULATED
     assert BACKEND.version() == tf.__version__
+    # ceil mode is MaxPool's explicit padding; layouts are native, a transpose aside
+    assert {f for f, how in caps.items() if how == EMULATED} == {
+        "lp", "dilation", "count_include_pad", "indices", "nan", "adaptive", "unpool"}
+
+
+POOL_OPS = {"MaxPool", "AvgPool", "MaxPool3D", "AvgPool3D"}
+EMULATION_OPS = {"Pad", "PadV2", "GatherV2", "Mul", "RealDiv", "Pow", "Square", "Abs", "Sqrt",
+                 "DepthwiseConv2dNative", "StridedSlice", "Reshape", "Bitcast", "SelectV2"}
+
+
+@pytest.mark.parametrize("feature", PLAN_PROBES)
+def test_capabilities_are_the_translations_own_choice(feature):
+    # native: the plain translation's traced forward pool is one TF pooling op (a transpose
+    # and the NaN check aside); emulated: anything else
+    kwargs, dtype = PLAN_PROBES[feature]
+    spec = make_spec(**{"data_format": "channels_last", **kwargs}, ndim=2)
+    shape = (1, 3, 8, 8) if spec.channels_first else (1, 8, 8, 3)
+    with pa.speed_routes("off"):
+        graph = tf.function(lambda t: BACKEND.pool(t, spec.plan(shape))).get_concrete_function(
+            tf.zeros(shape, dtype)).graph.as_graph_def()
+        native = BACKEND.capabilities()[feature] == NATIVE
+    ops = [n.op for n in graph.node]
+    assert native is (sum(op in POOL_OPS for op in ops) == 1 and not EMULATION_OPS & set(ops)), ops
+
+
+def test_lowers_natively_follows_the_speed_route_setting():
+    plan = make_spec("avg", 3, 2, "same", ndim=2).plan((1, 8, 8, 3))
+    assert BACKEND.lowers_natively(plan, "float32") is True  # one SAME AvgPool
+    with pa.speed_routes("off"):  # a padded copy and the divisor map
+        assert BACKEND.lowers_natively(plan, "float32") is False
+    assert BACKEND.lowers_natively(plan, "int32") is None
 
 
 _QUIET = """

@@ -181,6 +181,20 @@ def test_stem_max_nhwc_graph_has_one_pool_and_no_pad_or_transpose_anywhere():
     assert ops.count("MaxPool") == 2  # the pool, and the exact (NaN) branch's pool of keys
 
 
+@pytest.mark.parametrize("setting", ["off", "auto"])
+def test_channels_first_max_transposes_at_most_once_in_and_once_out(setting):
+    # the NaN check's exact branch pools the input already transposed (it used to transpose
+    # it again, and its result back again); the NCHW kernel transposes nothing on the main path
+    with _routes(setting):
+        graph = _graph(lambda t: pa.pool2d(t, "max", 3, 2, 1, data_format="channels_first"),
+                       tf.zeros((2, 3, 8, 8)))
+    ops = [n.op for n in graph.node]
+    every = ops + [n.op for f in graph.library.function for n in f.node_def]
+    assert every.count("Transpose") <= 2, every
+    if setting == "auto" and HAS_NCHW:
+        assert "Transpose" not in ops, ops
+
+
 # ------------------------------------------------------------------ every setting, exact
 
 SETTINGS = ["auto", "off", "on"]
