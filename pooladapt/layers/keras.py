@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
+from pooladapt.layers import require
 
-from pooladapt import api
-from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec
+require("keras", "keras")
+
+import keras  # noqa: E402
+
+from pooladapt import api  # noqa: E402
+from pooladapt.spec import make_adaptive_spec, make_global_spec, make_spec  # noqa: E402
 
 _PACKAGE = "pooladapt"
 _register = keras.saving.register_keras_serializable(package=_PACKAGE)
