@@ -26,8 +26,9 @@ def requested_backends(config) -> list[str]:
 
 def route_settings(name: str) -> list[str]:
     """The speed-route settings a backend's grid runs under besides ``auto``: every route off,
-    and each route forced on alone."""
-    return ["off", *(f"on:{route}" for route in dispatch.load(name).BACKEND.speed_routes)]
+    and each route forced on alone (none for a backend without routes: "off" is "auto")."""
+    routes = dispatch.load(name).BACKEND.speed_routes
+    return ["off", *(f"on:{route}" for route in routes)] if routes else []
 
 
 def pytest_generate_tests(metafunc):
