@@ -180,11 +180,8 @@ def _avg_or_lp(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     elif spec.mode == "avg":
         s = _window_sums(F, x, plan, taps)
         div = plan.uniform_divisor  # 0 (windows of padding only) gives 0 / 0 = NaN
-        if div is not None:
-            y = s / div
-        else:
-            y = F.broadcast_div(s, compile.divisor_map(
-                F, x, plan, acc, lambda ones: _window_sums(F, ones, plan, taps, padded=True)))
+        y = s / div if div is not None else F.broadcast_div(s, compile.divisor_map(
+            F, x, plan, acc, lambda ones: _window_sums(F, ones, plan, taps, padded=True)))
     elif not taps and spec.p in quirks.NATIVE_LP:
         y = _pooling(F, F.abs(x), plan, "lp", p_value=int(spec.p))
     else:
