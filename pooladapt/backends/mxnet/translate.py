@@ -127,7 +127,7 @@ def _pooling_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
 
 
 def _max_over(F: Any, values: Any, indices: list[Any] | None, dtype: str,
-               keep: list[Any] | None = None, force: list[Any] | None = None) -> tuple[Any, Any]:
+              keep: list[Any] | None = None, force: list[Any] | None = None) -> tuple[Any, Any]:
     """The first maximum over ``values`` (in order) and its entry of ``indices``: a value wins
     where it is strictly greater than the best so far or its first NaN, and ``keep`` (inside
     an adaptive bin), or where ``force`` (a window's first real cell)."""
