@@ -405,6 +405,15 @@ def test_torch_pads_at_most_half_the_window_not_half_its_extent():
                                   oracle.pool(x.numpy(), spec))
 
 
+def test_unpool_scatters_where_torch_max_unpool_rejects_an_empty_windows_index():
+    y, idx = torch.tensor([[[[1.0, 2.0]]]]), torch.tensor([[[[-1, 3]]]])
+    with pytest.raises(RuntimeError, match="invalid max index"):
+        F.max_unpool2d(y, idx, (1, 2), output_size=(1, 4))
+    out = pa.max_unpool2d(y, idx, (1, 4), **CF)
+    assert out.flatten().tolist() == [0.0, 0.0, 0.0, 2.0]
+    assert BACKEND.capabilities()["unpool"] == EMULATED
+
+
 def test_half_precision_avg_sums_in_float32():
     x = torch.full((1, 2, 2, 3, 4), 30000.0, dtype=torch.float16)
     with pytest.raises(NotImplementedError):

@@ -25,7 +25,8 @@ class TorchBackend(Backend):
     known_deviations: dict[str, str] = {}
     speed_routes = fast.ROUTES
     native_features = frozenset({"nan", "global", "adaptive", "autograd", "compile"})
-    emulated_features = frozenset({"unpool"})  # a scatter (torch's max_unpool takes no -1)
+    # unpool is a scatter: torch's max_unpool rejects the -1 of a window of padding only
+    emulated_features = frozenset({"unpool"})
 
     pool = staticmethod(translate.pool)
     global_pool = staticmethod(translate.global_pool)

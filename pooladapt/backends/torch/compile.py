@@ -14,7 +14,7 @@ makes no data-dependent check (the index fix-ups always run; the unpool range is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -23,32 +23,33 @@ from pooladapt import lowering
 compiling = torch.compiler.is_compiling  # (no wrapper: a tiny eager call pays for each call)
 
 T = TypeVar("T")
-_LIMIT = 4096  # plans per builder before the cache starts afresh
+_LIMIT = 4096  # plans per cache before it starts afresh
 
 
-def per_plan(build: Callable[[Any], T]) -> Callable[[Any], T]:
-    """``build(plan)``, once per plan: eagerly cached by the plan (the core caches plans, so
-    the same shape finds the same object); while compiling, built on the host from the plan's
-    plain values and embedded in the graph as a constant."""
-    built: dict[int, tuple[Any, T]] = {}
+class PerPlan(Generic[T]):
+    """``build(plan)``, once per plan. Eagerly (:meth:`eager`) cached by the plan (the core
+    caches plans, so the same shape finds the same object); while compiling, built on the host
+    from the plan's plain values and embedded in the graph as a constant."""
 
-    def cached(plan: Any) -> T:
-        entry = built.get(id(plan))
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.built: dict[int, tuple[Any, T]] = {}
+        # runs on the host while dynamo traces: its result is a constant of the graph
+        self.from_values = torch.compiler.assume_constant_result(
+            lambda values: self.eager(lowering.plan_from_values(values)))
+
+    def __call__(self, plan: Any) -> T:
+        if compiling():
+            return self.from_values(_constants(lowering.plan_values(plan)))
+        return self.eager(plan)
+
+    def eager(self, plan: Any) -> T:
+        entry = self.built.get(id(plan))
         if entry is None or entry[0] is not plan:
-            if len(built) >= _LIMIT:
-                built.clear()
-            entry = built[id(plan)] = (plan, build(plan))
+            if len(self.built) >= _LIMIT:
+                self.built.clear()
+            entry = self.built[id(plan)] = (plan, self.build(plan))
         return entry[1]
-
-    @torch.compiler.assume_constant_result
-    def from_values(values: lowering.PlanValues) -> T:  # runs on the host while tracing
-        return cached(lowering.plan_from_values(values))
-
-    def of(plan: Any) -> T:
-        return from_values(_constants(lowering.plan_values(plan))) if compiling() else cached(
-            plan)
-
-    return of
 
 
 def _constants(value: Any) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from pooladapt import lowering
-from pooladapt.backends.torch.compile import per_plan
+from pooladapt.backends.torch.compile import PerPlan
 from pooladapt.plan import AdaptivePlan, PoolPlan
 
 _WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64}
@@ -170,7 +170,7 @@ class _Bins:
             plan.gather(d) for d in range(plan.spec.ndim)))
 
 
-_bins = per_plan(_Bins)
+_bins = PerPlan(_Bins)
 
 
 def integer_adaptive_max(xc: torch.Tensor, plan: AdaptivePlan, indices: bool):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from pooladapt import config, lowering
 from pooladapt.backends.torch import fast, quirks
-from pooladapt.backends.torch.compile import compiling, per_plan, plane_tensor
+from pooladapt.backends.torch.compile import PerPlan, compiling, plane_tensor
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
 TO_NC = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}  # permute: cheaper than movedim
@@ -73,12 +73,12 @@ class Lowered:
         self.fast = fast.RouteConstants(self)
 
 
-lowered = per_plan(Lowered)
+lowered = PerPlan(Lowered)
 
 
 def pool(x: torch.Tensor, plan: PoolPlan):
-    lw = lowered(plan)
     routes = None if compiling() else config.get_speed_routes()
+    lw = lowered(plan) if routes is None else lowered.eager(plan)
     y = fast.one_call_max(x, lw, routes)  # route: auto's one torch call for a small max
     return y if y is not None else _on_nc(
         x, lw.perms, lw.plan.out_size, lw.spec.return_indices, lambda xc, low: (
