@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pooladapt.layouts import DataFormat, parse_any_rank
+
+T = TypeVar("T")
 
 BACKEND_NAMES: tuple[str, ...] = ("numpy", "torch", "tensorflow", "jax", "mxnet",
                                   "onnxruntime")
@@ -207,3 +211,44 @@ def speed_routes(mode: str = "auto",
 def take_route(route: str, auto: bool) -> bool:
     """For backends: take ``route`` (where it applies)? ``auto`` is the tuning's answer."""
     return (_routes.get() or _global_routes or get_speed_routes()).take(route, auto)
+
+
+# ---------------------------------------------------------------------------- speed-route tuning
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Base of a backend's speed-route thresholds (its ``fast.Tuning``): frozen fields of
+    non-negative ints (sizes, counts), checked when built."""
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{type(self).__qualname__}.{name} must be an int, got "
+                                f"{type(value).__name__} {value!r}")
+            if value < 0:
+                raise ValueError(f"{type(self).__qualname__}.{name} must be >= 0, got {value}")
+
+
+class TuningSlot(Generic[T]):
+    """Where a backend keeps its tuning: a default, changed per ``with`` block (per thread and
+    asyncio task) by :meth:`tuned`, read by the routes with :meth:`get`."""
+
+    def __init__(self, backend: str, default: T) -> None:
+        self.default = default
+        self._var: contextvars.ContextVar[T] = contextvars.ContextVar(
+            f"pooladapt_{backend}_tuning", default=default)
+
+    def get(self) -> T:
+        """The thresholds here and now."""
+        return self._var.get()
+
+    @contextlib.contextmanager
+    def tuned(self, **changes: int) -> Iterator[T]:
+        """Change some thresholds inside a ``with`` block; an unknown name raises TypeError,
+        a bad value TypeError or ValueError."""
+        token = self._var.set(dataclasses.replace(self._var.get(), **changes))  # type: ignore[type-var]
+        try:
+            yield self._var.get()
+        finally:
+            self._var.reset(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -207,3 +208,37 @@ def test_a_gradient_of_another_dtype_fails():
     ok, _, msg = compare(_AVG, want, want.astype(np.float32), "gradient",
                          gradient_tolerance(_AVG, x, g))
     assert not ok and "dtype" in msg
+
+
+# ------------------------------------------------------- a backend's tuning
+
+
+@dataclasses.dataclass(frozen=True)
+class _Thresholds(config.Tuning):
+    cells: int = 16
+    channels: int = 8
+
+
+def test_a_tuning_slot_changes_thresholds_in_a_block_only():
+    slot = config.TuningSlot("test", _Thresholds())
+    assert slot.get() == _Thresholds(16, 8)
+    with slot.tuned(cells=4) as inside:
+        assert slot.get() is inside and (inside.cells, inside.channels) == (4, 8)
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(slot.get().cells))
+        worker.start()
+        worker.join()
+        assert seen == [16]  # per thread
+    assert slot.get().cells == 16
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(cells=-1), ValueError, r"_Thresholds.cells must be >= 0, got -1"),
+    (dict(cells=2.5), TypeError, r"_Thresholds.cells must be an int, got float 2.5"),
+    (dict(cells=True), TypeError, "must be an int, got bool"),
+    (dict(rows=3), TypeError, "rows"),
+])
+def test_bad_thresholds_are_rejected(changes, error, match):
+    slot = config.TuningSlot("test", _Thresholds())
+    with pytest.raises(error, match=match), slot.tuned(**changes):
+        pass

@@ -26,17 +26,15 @@ Views only where nothing is recorded (a view's recorded max gradient is wrong:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ctypes
 import dataclasses
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import mxnet as mx
 import numpy as np
 
+from pooladapt import config
 from pooladapt.backends.mxnet import ops, quirks
 from pooladapt.config import take_route
 from pooladapt.lowering import Cover
@@ -55,7 +53,7 @@ ROUTES = (FEW_CHANNELS, FLAT_1D, CHANNELS_LAST_VIEW, SEPARABLE, HALF_AS_FLOAT, P
 
 
 @dataclasses.dataclass(frozen=True)
-class Tuning:
+class Tuning(config.Tuning):
     """Where each speed route pays on a CPU (``auto``; docs/benchmarks.md). The views pay only
     where oneDNN runs the plain call (MXNet's own kernels are as fast on the plain layout)."""
 
@@ -64,40 +62,12 @@ class Tuning:
     host_check: int = 1 << 20  # elements up to which reading x beats a pooling as NaN check
     python_check: int = 256  # elements up to which that read is summed in Python
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"Tuning.{field.name} must be an int, got "
-                                f"{type(value).__name__} {value!r}")
-            if value < 0:
-                raise ValueError(f"Tuning.{field.name} must be >= 0, got {value}")
 
-
-DEFAULT_TUNING = Tuning()
-_tuning: contextvars.ContextVar[Tuning] = contextvars.ContextVar(
-    "pooladapt_mxnet_tuning", default=DEFAULT_TUNING)
-
-
-def tuning() -> Tuning:
-    """The MXNet backend's thresholds here and now (``DEFAULT_TUNING`` unless changed)."""
-    return _tuning.get()
-
-
-@contextlib.contextmanager
-def tuned(**changes: int) -> Iterator[Tuning]:
-    """Change some thresholds of :class:`Tuning` inside a ``with`` block (per thread and
-    asyncio task); unknown names raise TypeError, bad values ValueError.
-
-    >>> with tuned(separable_cells=100):
-    ...     tuning().separable_cells
-    100
-    """
-    token = _tuning.set(dataclasses.replace(_tuning.get(), **changes))
-    try:
-        yield _tuning.get()
-    finally:
-        _tuning.reset(token)
+TUNING = config.TuningSlot("mxnet", Tuning())
+tuning = TUNING.get
+"""The MXNet backend's thresholds here and now."""
+tuned = TUNING.tuned
+"""Change some thresholds inside a ``with`` block: ``with tuned(separable_cells=100): ...``."""
 
 
 def routes() -> tuple[str, ...]:
