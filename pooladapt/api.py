@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import weakref
 from typing import Any, Protocol
 
@@ -70,15 +69,8 @@ def _finish(be: Backend, out: Any, native: bool) -> Any:
     return be.to_numpy(out)
 
 
-def _traced() -> bool:
-    """True while torch.compile traces the call: a traced tensor's id() is not its id at run
-    time, so no plane is remembered there (max_unpool needs output_size in a compiled graph)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and bool(torch.compiler.is_compiling())
-
-
-def _remember_plane(indices: Any, plane: tuple[int, ...]) -> None:
-    if _traced():
+def _remember_plane(be: Backend, indices: Any, plane: tuple[int, ...]) -> None:
+    if be.tracing():  # a traced tensor's id() is not its id at run time
         return
     key = id(indices)
     def forget(_ref: Any, key: int = key) -> None:
@@ -104,14 +96,14 @@ def run_pool(x: Any, spec: PoolSpec, backend: str | None = None) -> Any:
 
 
 def _pool_once(x: Any, spec: PoolSpec,
-               backend: str | None) -> tuple[Any, tuple[Any, PoolPlan] | None]:
+               backend: str | None) -> tuple[Any, tuple[Backend, PoolPlan] | None]:
     """The pooled result, and for a framework tensor the backend call and plan to reuse."""
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
     out = _finish(be, be.pool(xt, plan), native)
     if spec.return_indices:
-        _remember_plane(out[1], plan.in_size)
-    return out, ((be.pool, plan) if native else None)
+        _remember_plane(be, out[1], plan.in_size)
+    return out, ((be, plan) if native else None)
 
 
 _FAST_ENTRIES = 64  # distinct (tensor type, dtype, shape, backend) per layer before it forgets
@@ -141,7 +133,7 @@ class _PoolND:
         self.backend = None if backend is None else config.normalize_backend_name(backend)
         # (type, dtype, shape, backend) of a framework tensor -> (backend.pool, plan): a repeat
         # call skips dispatch, dtype and shape checks, which ran on the first call.
-        self._fast: dict[tuple[Any, ...], tuple[Any, PoolPlan]] = {}
+        self._fast: dict[tuple[Any, ...], tuple[Backend, PoolPlan]] = {}
 
     def __call__(self, x: Any, backend: str | None = None) -> Any:
         """Pool ``x`` (NumPy array or framework tensor); see the class docstring."""
@@ -153,9 +145,9 @@ class _PoolND:
         except (AttributeError, TypeError):  # no shape, or an unhashable symbolic shape
             key = entry = None
         if entry is not None:
-            out = entry[0](x, entry[1])
+            out = entry[0].pool(x, entry[1])
             if self.spec.return_indices:
-                _remember_plane(out[1], entry[1].in_size)
+                _remember_plane(entry[0], out[1], entry[1].in_size)
             return out
         out, entry = _pool_once(x, self.spec, backend)
         if entry is not None and key is not None:
@@ -317,7 +309,7 @@ def run_adaptive(x: Any, spec: AdaptiveSpec, backend: str | None = None) -> Any:
         out = be.adaptive_pool(xt, plan)
     out = _finish(be, out, native)
     if spec.return_indices:
-        _remember_plane(out[1], plan.in_size)
+        _remember_plane(be, out[1], plan.in_size)
     return out
 
 

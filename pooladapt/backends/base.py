@@ -138,6 +138,11 @@ class Backend:
     def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
         raise NotImplementedError
 
+    def tracing(self) -> bool:
+        """True while the framework's compiler traces the call (its tensors are stand-ins whose
+        identity does not last to run time: no index plane is remembered for them)."""
+        return False
+
     supports_autograd: bool = False
     known_deviations: dict[str, str] = {}  # conformance feature -> why (strict xfail)
     speed_routes: tuple[str, ...] = ()

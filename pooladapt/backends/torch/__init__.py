@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pooladapt.backends.base import Backend
-from pooladapt.backends.torch import fast, quirks, translate
+from pooladapt.backends.torch import compile, fast, quirks, translate
 from pooladapt.plan import PoolPlan
 
 
@@ -32,6 +32,7 @@ class TorchBackend(Backend):
     global_pool = staticmethod(translate.global_pool)
     adaptive_pool = staticmethod(translate.adaptive_pool)
     max_unpool = staticmethod(translate.max_unpool)
+    tracing = staticmethod(compile.compiling)
 
     def version(self) -> str:
         return torch.__version__
