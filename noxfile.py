@@ -142,24 +142,40 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Benchmarks (docs/benchmarks.md): benchmarks/run.py in every backend environment that
-    ``nox -s "tests(<backend>)"`` installed, then benchmarks/report.py. Not run by default.
+    """Benchmarks (docs/benchmarks.md): benchmarks/run.py, forward calls and training steps
+    (forward+backward, eager and compiled), in every backend environment that
+    ``nox -s "tests(<backend>)"`` installed, then benchmarks/report.py and the plots
+    (benchmarks/plot.py, with the docs or NumPy environment's matplotlib). Not run by default.
 
     ``nox -s bench -- torch jax --quick`` limits the backends; other arguments go to run.py
-    (``--threads 1`` results are kept apart, in benchmarks/results/<backend>-1thread.json).
+    (``--phase train``, ``-k stem``, ``--repeats 3``); a run replaces the rows it measures in
+    benchmarks/results/<backend>.json and keeps the others (``--threads 1`` results are kept
+    apart, in benchmarks/results/<backend>-1thread.json).
     """
     chosen = [a for a in session.posargs if a in BACKENDS] or BACKENDS
     options = [a for a in session.posargs if a not in BACKENDS]
     threads = options[options.index("--threads") + 1] if "--threads" in options else None
     suffix = f"-{threads}thread" if threads else ""
+    failed = []
     for backend in chosen:
         python = _backend_python(session, backend)
         if python is None:
             continue
-        session.run(python, "-m", "benchmarks.run", "--backend", backend, "--json",
-                    os.path.join("benchmarks", "results", f"{backend}{suffix}.json"), *options,
-                    external=True)
+        try:
+            session.run(python, "-m", "benchmarks.run", "--backend", backend, "--json",
+                        os.path.join("benchmarks", "results", f"{backend}{suffix}.json"),
+                        *options, external=True)
+        except CommandFailed:
+            failed.append(backend)
     session.run("python", "-m", "benchmarks.report", external=True)
+    plotters = [os.path.join(".nox", env, "bin", "python") for env in ("docs", "tests-numpy")]
+    plotter = next((p for p in plotters if os.path.exists(p)), None)
+    if plotter is None:
+        session.warn("no environment with matplotlib: nox -s docs draws the plots")
+    else:
+        session.run(plotter, "-m", "benchmarks.plot", external=True)
+    if failed:
+        session.error(f"the benchmark run failed on {', '.join(failed)} (output above)")
 
 
 @nox.session(venv_backend="none")

@@ -2,9 +2,11 @@
 
     python -m benchmarks.plot [--results DIR] [--out DIR]
 
-One figure per backend, ``<out>/benchmarks-<backend>.png``: a bar per case (layout, dtype and
-mode in the label), on a log scale around 1 (left of the line: pooladapt is faster). Cases with
-a training step (``phase`` ``train``) are drawn beside the forward ones. Needs matplotlib.
+One figure per backend, ``<out>/benchmarks-<backend>.png``, with a panel per phase: forward
+calls, then training steps (forward+backward). A bar per case (layout, dtype and mode in the
+label) on a log scale around 1: left of the line pooladapt is faster; green bars are within
+1.05x, orange ones over; hatched bars compare with the closest native op (``~``), dotted ones
+with a native max that drops NaN (``†``). Needs matplotlib.
 """
 
 from __future__ import annotations
@@ -13,20 +15,23 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ["numpy", "torch", "tensorflow", "jax", "mxnet"]
+ORDER = ["numpy", "torch", "tensorflow", "jax", "mxnet", "onnxruntime"]
+PHASES = {"forward": "forward call", "train": "training step: gradient of sum(pool(x) * w)"}
 
 
-def ratios(report: dict) -> list[tuple[str, float]]:
-    """(label, pooladapt / native) for every record that timed both."""
+def ratios(report: dict, phase: str) -> list[tuple[str, float, str]]:
+    """(label, pooladapt / native, hatch) for every record of ``phase`` that timed both."""
     rows = []
     for r in report["records"]:
         times = r.get("times", {})
-        if "pooladapt" not in times or "native" not in times or not times["native"]["wall"]:
+        if (r.get("phase", "forward") != phase or "pooladapt" not in times
+                or "native" not in times or not times["native"]["wall"]):
             continue
         layout = "NCHW" if r["format"] == "channels_first" else "NHWC"
-        phase = r.get("phase", "forward")
-        label = f"{r['case']} · {layout} · {r['dtype']} · {r['mode']} · {phase}"
-        rows.append((label, times["pooladapt"]["wall"] / times["native"]["wall"]))
+        mark = " ~" if r.get("how") == "closest" else " †" if r.get("finite_only") else ""
+        hatch = "//" if mark == " ~" else ".." if mark else ""
+        label = f"{r['case']}{mark} · {layout} · {r['dtype']} · {r['mode']}"
+        rows.append((label, times["pooladapt"]["wall"] / times["native"]["wall"], hatch))
     return rows
 
 
@@ -36,25 +41,32 @@ def draw(backend: str, report: dict, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = ratios(report)
-    if not rows:
+    panels = [(p, rows) for p in PHASES if (rows := ratios(report, p))]
+    if not panels:
         return None
-    labels, values = zip(*rows)
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.4))
-    colors = ["#2a9d8f" if v <= 1.05 else "#e76f51" for v in values]
-    ax.barh(range(len(rows)), values, color=colors)
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    lo, hi = min(values), max(values)
-    ax.set_xlim(min(0.5, lo / 1.3), max(2.0, hi * 1.3))
-    for i, v in enumerate(values):
-        ax.text(v, i, f" {v:.2f}x", va="center", fontsize=6)
+    values = [v for _, rows in panels for _, v, _ in rows]
+    lo, hi = min(min(values) / 1.3, 0.5), max(max(values) * 1.3, 2.0)
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, sharex=True,
+                             figsize=(9, 0.22 * len(values) + 1.2 * len(panels) + 0.6),
+                             gridspec_kw={"height_ratios": [len(rows) + 2 for _, rows in panels]})
+    for ax, (phase, rows) in zip(axes[:, 0], panels):
+        labels, vals, hatches = zip(*rows)
+        bars = ax.barh(range(len(rows)), vals, edgecolor="white", linewidth=0.3,
+                       color=["#2a9d8f" if v <= 1.05 else "#e76f51" for v in vals])
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), labels, fontsize=6.5)
+        ax.invert_yaxis()
+        ax.bar_label(bars, [f" {v:.2f}x" for v in vals], fontsize=6)
+        ax.set_title(PHASES[phase], fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("pooladapt / native, median wall time (log scale; < 1: pooladapt "
+                           "is faster)", fontsize=8)
     machine = report.get("machine", {})
-    ax.set_title(f"{backend} {report.get('version', '')}: pooladapt / native time "
-                 f"({machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
-                 f"< 1 is faster)", fontsize=9)
+    fig.suptitle(f"{backend} {report.get('version', '')} on {machine.get('cpu', '?')}, "
+                 f"{machine.get('cores', '?')} cores", fontsize=10)
     fig.tight_layout()
     path = out / f"benchmarks-{backend}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
