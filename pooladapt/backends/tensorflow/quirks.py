@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pooladapt.backends.tensorflow.compile import in_xla, may_record
+from pooladapt.backends.tensorflow.compile import batch_size, in_xla, may_record
 from pooladapt.plan import PoolPlan
 
 Pool = Callable[..., tf.Tensor]  # pool(x, window, stride, padding, dilation) of channels-last x
@@ -36,7 +36,7 @@ def pool3d_as_2d(x: tf.Tensor, pool: Pool, window, stride, padding, dilation) ->
     """MaxPool3D's gradient goes to *every* tied maximum (``test_d10_max_pool_3d_gradient_goes_
     to_every_tied_maximum``) and its kernels lack float16, float64 and integers: a 3-D pool
     runs as two 2-D pools, (H, W) then D, which keeps the first-maximum rule and every dtype."""
-    n, (d, h, w, c) = tf.shape(x, out_type=tf.int64)[0], x.shape[1:]
+    n, (d, h, w, c) = batch_size(x), x.shape[1:]
     explicit = not isinstance(padding, str)
     y = pool(tf.reshape(x, [n * d, h, w, c]), window[1:], stride[1:],
              padding[1:] if explicit else padding, dilation[1:])

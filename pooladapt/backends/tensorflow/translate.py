@@ -43,49 +43,60 @@ from pooladapt.plan import AdaptivePlan, Pads, PoolPlan, resolve_plan
 from pooladapt.spec import GlobalSpec, UnpoolSpec
 
 
-def plane_constant(a: np.ndarray, dtype: tf.DType, channels_first: bool) -> tf.Tensor:
-    """A constant over the output plane that broadcasts against the pooled tensor."""
-    return tf.constant(a[None, None] if channels_first else a[None, ..., None], dtype)
+def pool(x: tf.Tensor, plan: PoolPlan) -> Any:
+    """Pool ``x`` (in the spec's layout) by the plan."""
+    spec = plan.spec
+    if spec.return_indices:
+        return max_with_indices(x, plan)
+    nchw = spec.channels_first and fast.nchw_route(x, plan)  # route: TF's NCHW kernel
+    move = spec.channels_first and not nchw
+    y = (max_pool if spec.mode == "max" else sum_pool)(to_last(x, move), plan, nchw)
+    return to_first(y, move)
 
 
-def lp_power(x: tf.Tensor, p: float) -> tf.Tensor:
-    power = lowering.lp_steps(p).power
-    return tf.square(x) if power == 2 else tf.abs(x) if power == 1 else tf.pow(tf.abs(x), power)
+def max_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
+    """MaxPool of the channels-last (or ``nchw``) ``x``, made exact where it drops NaN (D5)
+    and where a window holds padding only."""
+    padding = native_padding(plan)
+    y = window_pool(x, plan, nchw, padding)
+    if not x.dtype.is_floating:
+        return y
+    # route: a small CPU tensor checked for NaN on the host
+    y = branch(quirks.may_drop_nan(x, fast.nan_check_on_host(x)), lambda: quirks.max_of_keys(
+        x, y, lambda keys, fill: window_pool(keys, plan, nchw, padding, fill)), lambda: y)
+    return quirks.minus_inf_where_empty(y, plane_constant(
+        plan.empty_windows, tf.bool, nchw)) if plan.all_padding_windows else y
 
 
-def lp_root(s: tf.Tensor, p: float) -> tf.Tensor:
-    """``s ** (1/p)``; 0 with no gradient where ``s`` is 0."""
-    root = lowering.lp_steps(p).root
-    if root is None:
-        return s
-    safe = tf.where(s == 0, tf.ones_like(s), s)
-    return tf.where(s == 0, tf.zeros_like(s), tf.sqrt(safe) if root == 0.5 else tf.pow(safe, root))
+def sum_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
+    """Avg or lp of the channels-last (or ``nchw``) ``x`` in the accumulator dtype: TF's mean
+    (VALID, or SAME, which excludes the padding), or a padded copy's mean over whole windows
+    rescaled to the plan's divisors (or the ``depthwise_sum`` route's sums)."""
+    spec, padding = plan.spec, native_padding(plan)
+    t = tf.cast(x, lowering.accumulator(x.dtype.name))
+    t = lp_power(t, spec.p) if spec.mode == "lp" else t
+    sums = None if nchw or padding is not None else fast.depthwise_sum(t, plan)  # route
+    if spec.mode == "lp":
+        sums = window_pool(t, plan, nchw, padding) * plan.window_size if sums is None else sums
+        return tf.cast(lp_root(sums, spec.p), x.dtype)
+    if sums is not None:
+        return tf.cast(sums / plane_constant(plan.divisor_map, t.dtype, False), x.dtype)
+    y = window_pool(t, plan, nchw, padding)
+    if padding is None and plan.uniform_divisor != plan.window_size:  # a mean of whole windows
+        with np.errstate(divide="ignore"):
+            y = y * plane_constant(plan.window_size / plan.divisor_map, t.dtype, nchw)
+    return tf.cast(y, x.dtype)
 
 
-def native(x: tf.Tensor, window, stride, padding: str | Pads, dilation, kind: str) -> tf.Tensor:
-    """One TF pool (``kind`` "MAX" or "AVG") of the channels-last ``x``, or the workaround TF
-    needs for these arguments; ``padding`` is "SAME", "VALID" or MaxPool's explicit pairs."""
-    workaround = quirks.op_workaround(len(window), stride, dilation, x.dtype.name)
-    if workaround is not None:
-        return workaround(x, partial(native, kind=kind), window, stride, padding, dilation)
-    if any(r > 1 for r in dilation):  # stride 1 here
-        return tf.nn.pool(x, window, kind, strides=stride, padding=padding, dilations=dilation)
-    y = fast.raw_pool(x, kind, window, stride, padding)  # route: the raw op, cached attributes
-    pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
-    return y if y is not None else pool(
-        x, window, stride, padding if isinstance(padding, str) else [(0, 0), *padding, (0, 0)])
-
-
-def native_padding(plan: PoolPlan) -> str | Pads | None:
-    """TF's padding that gives the plan's windows in one pool: "VALID" (no padding), "SAME",
-    MaxPool's explicit pairs; None: pad a copy and pool it VALID."""
-    if not plan.has_padding:
-        return "VALID"
-    if fast.same_route(plan):  # route: TF's SAME windows are the plan's
-        return "SAME"
-    if plan.spec.mode == "max" and quirks.explicit_max_padding(plan):
-        return plan.total_pads
-    return None
+def max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, ...]:
+    """Max and the per-plane index of each window's first maximum: every window's cells
+    gathered (:func:`gather_first_max`), or the ``indices_taps`` route."""
+    gather = partial(gather_first_max, x, plan.spec.channels_first,
+                     *lowering.window_cells(plan), plan.out_size)
+    if fast.taps_route(x, plan):  # route: the native max, then the first tap equal to it
+        return fast.max_by_taps(x, plan, lambda xl: window_pool(
+            xl, plan, False, native_padding(plan)), gather)
+    return gather()
 
 
 def window_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool, padding: str | Pads | None,
@@ -103,65 +114,42 @@ def window_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool, padding: str | Pads | 
         x, padding = tf.pad(x, pads, constant_values=fill), "VALID"
     if nchw:
         return quirks.nchw_pool(x, kind, spec.window, spec.stride, padding)
-    return native(x, spec.window, spec.stride, padding, spec.dilation, kind)
+    return tf_pool(x, spec.window, spec.stride, padding, spec.dilation, kind)
 
 
-def pool(x: tf.Tensor, plan: PoolPlan) -> Any:
-    """Pool ``x`` (in the spec's layout) by the plan."""
-    spec = plan.spec
-    if spec.return_indices:
-        return max_with_indices(x, plan)
-    nchw = spec.channels_first and fast.nchw_route(x, plan)  # route: TF's NCHW kernel
-    move = spec.channels_first and not nchw
-    y = (max_pool if spec.mode == "max" else sum_pool)(to_last(x, move), plan, nchw)
-    return to_first(y, move)
+def native_padding(plan: PoolPlan) -> str | Pads | None:
+    """TF's padding that gives the plan's windows in one pool: "VALID" (no padding), "SAME",
+    MaxPool's explicit pairs; None: pad a copy and pool it VALID."""
+    if not plan.has_padding:
+        return "VALID"
+    if fast.same_route(plan):  # route: TF's SAME windows are the plan's
+        return "SAME"
+    if plan.spec.mode == "max" and quirks.explicit_max_padding(plan):
+        return plan.total_pads
+    return None
 
 
-def max_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
-    padding = native_padding(plan)
-    y = window_pool(x, plan, nchw, padding)
-    if not x.dtype.is_floating:
-        return y
-    # route: a small CPU tensor checked for NaN on the host
-    y = branch(quirks.may_drop_nan(x, fast.nan_check_on_host(x)), lambda: quirks.max_of_keys(
-        x, y, lambda keys, fill: window_pool(keys, plan, nchw, padding, fill)), lambda: y)
-    return quirks.minus_inf_where_empty(y, plane_constant(
-        plan.empty_windows, tf.bool, nchw)) if plan.all_padding_windows else y
+def tf_pool(x: tf.Tensor, window, stride, padding: str | Pads, dilation, kind: str) -> tf.Tensor:
+    """One TF pool (``kind`` "MAX" or "AVG") of the channels-last ``x``, or the workaround TF
+    needs for these arguments; ``padding`` is "SAME", "VALID" or MaxPool's explicit pairs."""
+    workaround = quirks.op_workaround(len(window), stride, dilation, x.dtype.name)
+    if workaround is not None:
+        return workaround(x, partial(tf_pool, kind=kind), window, stride, padding, dilation)
+    if any(r > 1 for r in dilation):  # stride 1 here
+        return tf.nn.pool(x, window, kind, strides=stride, padding=padding, dilations=dilation)
+    y = fast.raw_pool(x, kind, window, stride, padding)  # route: the raw op, cached attributes
+    pool = tf.nn.max_pool if kind == "MAX" else tf.nn.avg_pool
+    return y if y is not None else pool(
+        x, window, stride, padding if isinstance(padding, str) else [(0, 0), *padding, (0, 0)])
 
 
-def sum_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
-    """Avg or lp, in the accumulator dtype."""
-    spec, padding = plan.spec, native_padding(plan)
-    t = tf.cast(x, lowering.accumulator(x.dtype.name))
-    t = lp_power(t, spec.p) if spec.mode == "lp" else t
-    sums = None if nchw or padding is not None else fast.depthwise_sum(t, plan)  # route
-    if spec.mode == "lp":
-        sums = window_pool(t, plan, nchw, padding) * plan.window_size if sums is None else sums
-        return tf.cast(lp_root(sums, spec.p), x.dtype)
-    if sums is not None:
-        return tf.cast(sums / plane_constant(plan.divisor_map, t.dtype, False), x.dtype)
-    y = window_pool(t, plan, nchw, padding)
-    if padding is None and plan.uniform_divisor != plan.window_size:  # a mean of whole windows
-        with np.errstate(divide="ignore"):
-            y = y * plane_constant(plan.window_size / plan.divisor_map, t.dtype, nchw)
-    return tf.cast(y, x.dtype)
-
-
-def max_with_indices(x: tf.Tensor, plan: PoolPlan) -> tuple[tf.Tensor, tf.Tensor]:
-    gather = partial(first_max, x, plan.spec.channels_first, *lowering.window_cells(plan),
-                     plan.out_size)
-    if fast.taps_route(x, plan):  # route: the native max, then the first tap equal to it
-        return fast.max_by_taps(x, plan, lambda xl: window_pool(
-            xl, plan, False, native_padding(plan)), gather)
-    return gather()
-
-
-def first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.ndarray,
-              out_size: tuple[int, ...]) -> tuple[tf.Tensor, tf.Tensor]:
+def gather_first_max(x: tf.Tensor, cf: bool, table: np.ndarray, valid: np.ndarray,
+                     out_size: tuple[int, ...]) -> tuple[tf.Tensor, ...]:
     """Max of every window listed by ``table`` (per-plane cells, ``valid`` where real) and the
     index of its first maximum (the first NaN if any; -1 and the lowest value where no cell
-    is valid); the value is gathered at that index, so its gradient is exact."""
-    xc = to_first(x, not channels_first)
+    is valid); the value is gathered at that index, so its gradient is exact. ``cf``: ``x`` is
+    channels-first (else channels-last), as both results are."""
+    xc = to_first(x, not cf)
     n, channels, plane = batch_size(xc), xc.shape[1], math.prod(xc.shape[2:])
     xc = tf.reshape(xc, [n, channels, plane])
     cells = tf.gather(xc, table, axis=2)  # (N, C, windows, cells)
@@ -173,9 +161,7 @@ def first_max(x: tf.Tensor, channels_first: bool, table: np.ndarray, valid: np.n
     idx = tf.where(first < plane, first, -1)
     y = tf.where(idx >= 0, tf.gather(xc, tf.maximum(idx, 0), batch_dims=2),
                  lowering.lowest(x.dtype.name))
-    shape = [n, channels, *out_size]
-    return (to_last(tf.reshape(y, shape), not channels_first),
-            to_last(tf.reshape(idx, shape), not channels_first))
+    return tuple(to_last(tf.reshape(t, [n, channels, *out_size]), not cf) for t in (y, idx))
 
 
 @lru_cache(maxsize=256)
@@ -184,6 +170,8 @@ def whole_plane(spec: GlobalSpec, plane: tuple[int, ...]) -> PoolPlan:
 
 
 def global_pool(x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
+    """Max: a pool whose window is the whole plane; avg and lp: TF reductions (which take
+    spatial sizes unknown while a graph is traced)."""
     axes = list(spec.spatial_axes)
     if spec.mode == "max":
         y = pool(x, whole_plane(spec, static_plane(x, spec.spatial_axes)))
@@ -195,10 +183,12 @@ def global_pool(x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
 
 
 def adaptive_pool(x: tf.Tensor, plan: AdaptivePlan) -> Any:
+    """Max: every bin's cells gathered (:func:`gather_first_max`); avg: per dim, each bin's
+    cells gathered (``plan.gather``), masked, summed and divided by their count."""
     spec = plan.spec
     if spec.mode == "max":
-        y, idx = first_max(x, spec.data_format == "channels_first", *lowering.bin_cells(plan),
-                           plan.out_size)
+        y, idx = gather_first_max(x, spec.data_format == "channels_first",
+                                  *lowering.bin_cells(plan), plan.out_size)
         return (y, idx) if spec.return_indices else y
     y = tf.cast(x, lowering.accumulator(x.dtype.name))
     for d, axis in enumerate(spec.spatial_axes):
@@ -212,6 +202,8 @@ def adaptive_pool(x: tf.Tensor, plan: AdaptivePlan) -> Any:
 
 def max_unpool(y: tf.Tensor, indices: tf.Tensor, spec: UnpoolSpec,
                out_size: tuple[int, ...]) -> tf.Tensor:
+    """Zeros of spatial ``out_size`` with ``y`` scattered to its per-plane ``indices``
+    (negative ones, from windows of padding only, ignored)."""
     cf = spec.data_format == "channels_first"
     yc, ic = to_first(y, not cf), to_first(indices, not cf)
     n, channels, size = batch_size(yc), yc.shape[1], math.prod(out_size)
@@ -219,10 +211,31 @@ def max_unpool(y: tf.Tensor, indices: tf.Tensor, spec: UnpoolSpec,
     if tf.executing_eagerly() and flat.shape.num_elements():
         lowering.check_unpool_index(int(tf.reduce_max(flat)), out_size)
     # negative (all-padding) and, in graphs, out-of-range indices go to a dropped slot per row
-    flat = tf.where((flat >= 0) & (flat < size), flat, size) + tf.range(n * channels)[:, None] * (
-        size + 1)
+    flat = tf.where((flat >= 0) & (flat < size), flat, size)
+    flat += tf.range(n * channels)[:, None] * (size + 1)  # row r's slots start at r * (size + 1)
     # an update, not a sum: overlapping windows may repeat an index (with the same value)
     out = tf.tensor_scatter_nd_update(tf.zeros([n * channels * (size + 1)], y.dtype),
                                       tf.reshape(flat, [-1, 1]), tf.reshape(yc, [-1]))
     out = tf.reshape(out, [n, channels, size + 1])[..., :size]
     return to_last(tf.reshape(out, [n, channels, *out_size]), not cf)
+
+
+def plane_constant(a: np.ndarray, dtype: tf.DType, channels_first: bool) -> tf.Tensor:
+    """A constant over the output plane that broadcasts against the pooled tensor."""
+    return tf.constant(a[None, None] if channels_first else a[None, ..., None], dtype)
+
+
+def lp_power(x: tf.Tensor, p: float) -> tf.Tensor:
+    """``|x| ** p`` (a square for 2, ``abs`` for 1)."""
+    power = lowering.lp_steps(p).power
+    return tf.square(x) if power == 2 else tf.abs(x) if power == 1 else tf.pow(tf.abs(x), power)
+
+
+def lp_root(s: tf.Tensor, p: float) -> tf.Tensor:
+    """``s ** (1/p)``; 0 with no gradient where ``s`` is 0."""
+    root = lowering.lp_steps(p).root
+    if root is None:
+        return s
+    zero = tf.equal(s, 0)
+    safe = tf.where(zero, tf.ones_like(s), s)
+    return tf.where(zero, tf.zeros_like(s), tf.sqrt(safe) if root == 0.5 else tf.pow(safe, root))
