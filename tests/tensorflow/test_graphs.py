@@ -1,6 +1,6 @@
 """The TensorFlow backend's speed routes, eager and in tf.function graphs: each route is taken
 where it is forced on and never where routes are off (seen in the traced graph or in the TF
-calls made), ``auto`` follows ``TUNING``, every route setting matches the oracle with NaN and
+calls made), ``auto`` follows ``fast.tuning()``, every route setting matches the oracle with NaN and
 -inf and in its gradient, and the traced graph holds no pad or transpose the plan does not
 need. Routes are set with ``pa.speed_routes``; every graph is traced inside its setting."""
 
@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import pooladapt as pa
 from pooladapt import config, conformance, oracle
-from pooladapt.backends.tensorflow import BACKEND, TUNING
+from pooladapt.backends.tensorflow import BACKEND, fast
 from pooladapt.spec import make_spec
 
 RNG = np.random.default_rng(5)
@@ -119,10 +119,10 @@ def test_auto_takes_the_nchw_kernel_with_enough_channels_or_a_small_tensor(monke
     calls = []
     real = tf.raw_ops.MaxPool
     monkeypatch.setattr(tf.raw_ops, "MaxPool", lambda **kw: calls.append(kw) or real(**kw))
-    few = TUNING.nchw_channels - 1
-    side = int(np.sqrt(TUNING.nchw_small / few)) + 2  # a plane just past "small"
+    few = fast.tuning().nchw_channels - 1
+    side = int(np.sqrt(fast.tuning().nchw_small / few)) + 2  # a plane just past "small"
     shapes = {(1, few, 4, 4): "NCHW", (1, few, side, side): "NHWC",
-              (1, TUNING.nchw_channels, side, side): "NCHW"}
+              (1, few + 1, side, side): "NCHW"}
     for shape, want in shapes.items():
         calls.clear()
         with pa.speed_routes("auto"):
@@ -132,12 +132,25 @@ def test_auto_takes_the_nchw_kernel_with_enough_channels_or_a_small_tensor(monke
 
 def test_auto_checks_a_small_cpu_tensor_for_nan_on_the_host(monkeypatch):
     calls = _counting(monkeypatch, tf, "reduce_min")
-    side = int(np.sqrt(TUNING.host_check)) + 1
+    side = int(np.sqrt(fast.tuning().host_check)) + 1
     with pa.speed_routes("auto"):
         pa.pool2d(tf.zeros((1, 4, 4, 1)), "max", 2)
         assert not calls
         pa.pool2d(tf.zeros((1, side, side, 1)), "max", 2)
-    assert calls
+        assert len(calls) == 1
+        with fast.tuned(host_check=15):  # 16 cells are past it now
+            pa.pool2d(tf.zeros((1, 4, 4, 1)), "max", 2)
+    assert len(calls) == 2
+
+
+def test_the_tuning_is_changed_per_block_and_checked():
+    with fast.tuned(nchw_channels=1) as inner:
+        assert fast.tuning() is inner and inner.nchw_channels == 1
+    assert fast.tuning().nchw_channels == fast.Tuning().nchw_channels
+    with pytest.raises(TypeError), fast.tuned(no_such_threshold=1):
+        pass
+    with pytest.raises(ValueError), fast.tuned(host_check=-1):
+        pass
 
 
 # ------------------------------------------------------------------ the graph's layout ops

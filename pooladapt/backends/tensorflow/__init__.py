@@ -16,7 +16,6 @@ import tensorflow as tf
 from pooladapt import lowering
 from pooladapt.backends.base import Backend
 from pooladapt.backends.tensorflow import fast, quirks, translate
-from pooladapt.backends.tensorflow.fast import TUNING, Tuning
 from pooladapt.plan import PoolPlan
 
 
@@ -74,4 +73,4 @@ class TensorflowBackend(Backend):
 
 BACKEND = TensorflowBackend()
 
-__all__ = ["BACKEND", "TUNING", "TensorflowBackend", "Tuning"]
+__all__ = ["BACKEND", "TensorflowBackend"]

@@ -1,11 +1,12 @@
 """The TensorFlow backend's speed routes: the same plan computed faster.
 
 Each route has a name in ``BACKEND.speed_routes`` and is asked for with
-``config.take_route(name, auto)`` only where it is exact, with its :data:`TUNING` answer as
-``auto``; translate.py calls each at one hook marked ``# route``. ``pa.speed_routes("off")``
-leaves the plain translation, ``pa.speed_routes("on", only=name)`` forces a route wherever it
-applies. Routes are chosen when a call runs eagerly or when a ``tf.function`` is traced: a
-traced graph keeps the routes of its tracing (trace under the setting you mean).
+``config.take_route(name, auto)`` only where it is exact, with its :class:`Tuning` answer as
+``auto`` (change it with :func:`tuned`); translate.py calls each at one hook marked
+``# route``. ``pa.speed_routes("off")`` leaves the plain translation,
+``pa.speed_routes("on", only=name)`` forces a route wherever it applies. Routes are chosen
+when a call runs eagerly or when a ``tf.function`` is traced: a traced graph keeps the routes
+of its tracing (trace under the setting you mean).
 
 * ``tensorflow.nchw_kernel``: 2-D channels-first input on TF's NCHW kernel instead of two
   transposes, with 8+ channels or a small tensor. On CPU only oneDNN has one (float32; off
@@ -53,7 +54,7 @@ ROUTES = tuple(r for r in (NCHW_KERNEL, NATIVE_SAME, DEPTHWISE_SUM, RAW_OP, INDI
 
 
 @dataclass(frozen=True)
-class Tuning:
+class Tuning(config.Tuning):
     """Where the size-dependent routes pay under ``auto`` (measured on x86 CPUs)."""
 
     nchw_channels: int = 8  # NCHW kernel from this many channels (oneDNN's NCHW pooling of
@@ -62,7 +63,11 @@ class Tuning:
     host_check: int = 1 << 14  # cells: up to here a NumPy read of a CPU tensor beats a TF op
 
 
-TUNING = Tuning()
+TUNING = config.TuningSlot("tensorflow", Tuning())
+tuning = TUNING.get
+"""The TensorFlow backend's thresholds here and now."""
+tuned = TUNING.tuned
+"""Change some thresholds inside a ``with`` block: ``with tuned(host_check=0): ...``."""
 
 
 def nchw_route(x: tf.Tensor, plan: PoolPlan) -> bool:
@@ -77,8 +82,8 @@ def nchw_route(x: tf.Tensor, plan: PoolPlan) -> bool:
             and quirks.nchw_kernel(kind, dtype)) or in_xla():
         return False
     cells = x.shape.num_elements()
-    return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= TUNING.nchw_channels
-                             or (cells is not None and cells <= TUNING.nchw_small))
+    return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= tuning().nchw_channels
+                             or (cells is not None and cells <= tuning().nchw_small))
 
 
 @lru_cache(maxsize=256)
@@ -190,10 +195,10 @@ def _tap_indices(x: tf.Tensor, y: tf.Tensor, plan: PoolPlan) -> tf.Tensor:
 
 def nan_check_on_host(x: tf.Tensor) -> bool | None:
     """Whether the eager float ``x`` holds a NaN or -inf, read with NumPy, or None: not an
-    eager non-empty CPU tensor, or not taken (``auto``: up to ``TUNING.host_check`` cells)."""
+    eager non-empty CPU tensor, or not taken (``auto``: up to ``tuning().host_check`` cells)."""
     cells = x.shape.num_elements()
     if not (cells and tf.executing_eagerly() and x.device.endswith("CPU:0")
-            and config.take_route(HOST_NAN_CHECK, cells <= TUNING.host_check)):
+            and config.take_route(HOST_NAN_CHECK, cells <= tuning().host_check)):
         return None
     with np.errstate(invalid="ignore"):
         return not np.min(x.numpy()) > -np.inf
