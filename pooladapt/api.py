@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import math
 import weakref
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,12 +15,14 @@ from pooladapt.backends.base import Backend
 from pooladapt.plan import PoolPlan, check_spatial
 from pooladapt.spec import (
     AdaptiveSpec,
+    FractionalSpec,
     GlobalSpec,
     Padding,
     PoolSpec,
     UnpoolSpec,
     check_rank,
     make_adaptive_spec,
+    make_fractional_spec,
     make_global_spec,
     make_spec,
     make_unpool_spec,
@@ -382,3 +387,111 @@ def _unpool_fn(ndim: int) -> UnpoolFunction:
 global_pool1d, global_pool2d, global_pool3d = (_global_fn(n) for n in (1, 2, 3))
 adaptive_pool1d, adaptive_pool2d, adaptive_pool3d = (_adaptive_fn(n) for n in (1, 2, 3))
 max_unpool1d, max_unpool2d, max_unpool3d = (_unpool_fn(n) for n in (1, 2, 3))
+
+
+# ------------------------------------------------------------------------ fractional max pooling
+
+FRACTIONAL_BACKENDS: dict[str, str] = {
+    "numpy": "pooladapt.backends.numpy_fractional",
+    "torch": "pooladapt.backends.torch.family",
+}
+"""Backend name -> the module that realises fractional max pooling on it (``draw_samples``,
+``fractional_max_pool``). The other backends raise NotImplementedError naming these."""
+
+_fractional_loaded: dict[str, ModuleType] = {}
+
+
+def fractional_backend(name: str) -> ModuleType:
+    """The fractional max pooling module of backend ``name`` (imported once, with its
+    framework); NotImplementedError for a backend that has none."""
+    module = _fractional_loaded.get(name)
+    if module is not None:
+        return module
+    if name not in FRACTIONAL_BACKENDS:
+        raise NotImplementedError(
+            f"fractional max pooling is not available on the {name!r} backend; it runs on "
+            f"{', '.join(sorted(FRACTIONAL_BACKENDS))} (pass a tensor of one of them, or "
+            "backend=...)")
+    dispatch.load(name)
+    module = _fractional_loaded[name] = importlib.import_module(FRACTIONAL_BACKENDS[name])
+    return module
+
+
+def _fractional_samples(be: Backend, samples: Any, native: bool, name: str,
+                        expected: tuple[int, int, int]) -> Any:
+    """``random_samples`` checked (type, dtype, shape; values in [0, 1) outside a trace) and
+    as a tensor of the backend."""
+    if dispatch.owner_of(samples) != (name if native else None):
+        kind = f"a {name} tensor" if native else "a NumPy array"
+        raise TypeError(f"random_samples must be {kind} like the input, got "
+                        f"{type(samples).__module__}.{type(samples).__name__}")
+    if not native:
+        samples = be.from_numpy_input(_native_order(np.asarray(samples)))
+    dtype = be.dtype_name(samples)
+    if dtype not in _FLOAT_KINDS:
+        raise TypeError(f"random_samples must be floating point (their dtype is the window "
+                        f"rule's precision), got dtype {dtype}")
+    shape = tuple(samples.shape)
+    batch, channels, ndim = expected
+    if len(shape) != 3 or shape[0] < batch or shape[1] != channels or shape[2] != ndim:
+        raise ValueError(f"random_samples must have shape (N >= {batch}, {channels}, {ndim}): "
+                         f"(batch, channels, one sample per spatial dim), got {shape!r}")
+    if not be.tracing() and math.prod(shape):
+        values = be.to_numpy(samples).astype(np.float64)
+        if not (values.min() >= 0 and values.max() < 1):
+            raise ValueError(f"random_samples must lie in [0, 1), got values from "
+                             f"{values.min()!r} to {values.max()!r}")
+    return samples
+
+
+def run_fractional(x: Any, spec: FractionalSpec, random_samples: Any = None,
+                   backend: str | None = None) -> Any:
+    """Fractional max pooling of ``x`` with a built spec (samples drawn when None)."""
+    be, xt, native = _prepare(x, backend, "max")
+    impl = fractional_backend(be.name)
+    shape = tuple(xt.shape)
+    plan = spec.plan(shape)
+    expected = (int(shape[0]), int(shape[spec.channel_axis]), spec.ndim)
+    samples = (impl.draw_samples(xt, expected) if random_samples is None else
+               _fractional_samples(be, random_samples, native, be.name, expected))
+    out = _finish(be, impl.fractional_max_pool(xt, plan, samples), native)
+    if spec.return_indices:
+        _remember_plane(be, out[1], plan.in_size)
+    return out
+
+
+class FractionalPoolFunction(Protocol):
+    """``fractional_max_pool2d``/``3d``."""
+
+    def __call__(self, x: Any, kernel_size: int | tuple[int, ...],
+                 output_size: int | tuple[int, ...] | None = None,
+                 output_ratio: float | tuple[float, ...] | None = None,
+                 return_indices: bool = False, random_samples: Any = None, *,
+                 data_format: str | None = None, backend: str | None = None) -> Any: ...
+
+
+def _fractional_fn(ndim: int) -> FractionalPoolFunction:
+    def fractional_max_pool(x: Any, kernel_size: int | tuple[int, ...],
+                            output_size: int | tuple[int, ...] | None = None,
+                            output_ratio: float | tuple[float, ...] | None = None,
+                            return_indices: bool = False, random_samples: Any = None, *,
+                            data_format: str | None = None, backend: str | None = None) -> Any:
+        spec = make_fractional_spec(kernel_size, output_size, output_ratio, return_indices,
+                                    ndim=ndim, data_format=data_format)
+        return run_fractional(x, spec, random_samples, backend)
+
+    fractional_max_pool.__name__ = fractional_max_pool.__qualname__ = (
+        f"fractional_max_pool{ndim}d")
+    order = "width, height" if ndim == 2 else "depth, height, width"
+    fractional_max_pool.__doc__ = (
+        f"{ndim}-D fractional max pooling (PyTorch's): windows of ``kernel_size`` placed so "
+        "that ``output_size`` (or ``output_ratio`` of the input) fit, by one sample u in "
+        "[0, 1) per batch item, channel and dim: along a dim of n cells, window i < out - 1 "
+        "starts at int((i + u) * alpha) - int(u * alpha), alpha = (n - k) / (out - 1), the "
+        "last at n - k, computed in the samples' dtype. ``random_samples`` has shape "
+        f"(batch, channels, {ndim}), its last axis in the order {order} (torch's); drawn "
+        "uniformly in the input's dtype when None. Max ties and NaN as in ``pool*d``.")
+    return fractional_max_pool
+
+
+fractional_max_pool2d, fractional_max_pool3d = (_fractional_fn(n) for n in (2, 3))

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from pooladapt.spec import AdaptiveSpec, GlobalSpec, PoolSpec, UnpoolSpec
+from pooladapt.plan import FRACTIONAL_SAMPLE_DIMS, fractional_starts
+from pooladapt.spec import AdaptiveSpec, FractionalSpec, GlobalSpec, PoolSpec, UnpoolSpec
 
 
 def _to_channels_first(x: np.ndarray, channels_first: bool) -> np.ndarray:
@@ -217,3 +218,56 @@ def max_unpool(y: np.ndarray, indices: np.ndarray, spec: UnpoolSpec,
                 raise ValueError(f"index {i} is outside the output plane {out_size!r}")
             out[n, c, i] = yc[(n, c, *pos)]
     return _from_channels_first(out.reshape(*yc.shape[:2], *out_size), cf)
+
+
+# ------------------------------------------------------------------------ fractional max pooling
+
+
+def _fractional_windows(spec: FractionalSpec, x_shape: tuple[int, ...], samples: np.ndarray):
+    """Yield ``(n, c, output position, window cells in row-major order)`` of every window."""
+    plan = spec.plan(x_shape)
+    order = FRACTIONAL_SAMPLE_DIMS[spec.ndim]
+    n_batch = x_shape[0]
+    n_chan = x_shape[spec.channel_axis]
+    for n, c in itertools.product(range(n_batch), range(n_chan)):
+        starts = [fractional_starts(samples[n, c, order.index(d)], plan.in_size[d],
+                                    plan.out_size[d], spec.window[d]) for d in range(spec.ndim)]
+        for o in itertools.product(*(range(s) for s in plan.out_size)):
+            ranges = [range(starts[d][o[d]], starts[d][o[d]] + spec.window[d])
+                      for d in range(spec.ndim)]
+            yield n, c, o, list(itertools.product(*ranges))
+
+
+def fractional_max_pool(x: np.ndarray, spec: FractionalSpec, samples: np.ndarray):
+    """Fractional max pooling with the given samples (N >= batch, C, ndim; their dtype is the
+    window rule's precision): the max of every window (first NaN, else first maximum) and with
+    ``return_indices`` its int64 per-plane flat index."""
+    x = np.asarray(x)
+    cf = spec.data_format == "channels_first"
+    xc = _to_channels_first(x, cf)
+    plan = spec.plan(x.shape)
+    integer = _is_integer(xc)
+    y = np.zeros((*xc.shape[:2], *plan.out_size), dtype=xc.dtype if integer else np.float64)
+    idx = np.zeros(y.shape, dtype=np.int64)
+    for n, c, o, cells in _fractional_windows(spec, x.shape, np.asarray(samples)):
+        plane = xc[n, c] if integer else xc[n, c].astype(np.float64)
+        y[(n, c, *o)], winner = _window_max([plane[cell].item() for cell in cells], cells,
+                                            xc.dtype)
+        idx[(n, c, *o)] = np.ravel_multi_index(winner, plan.in_size)
+    y = _from_channels_first(y, cf)
+    return (y, _from_channels_first(idx, cf)) if spec.return_indices else y
+
+
+def fractional_vjp(x: np.ndarray, spec: FractionalSpec, samples: np.ndarray,
+                   grad_out: np.ndarray) -> np.ndarray:
+    """Vector-Jacobian product of :func:`fractional_max_pool` (float64): each output's gradient
+    goes to its window's winning cell."""
+    x = np.asarray(x, dtype=np.float64)
+    cf = spec.data_format == "channels_first"
+    xc = _to_channels_first(x, cf)
+    gc = _to_channels_first(np.asarray(grad_out, dtype=np.float64), cf)
+    dx = np.zeros_like(xc)
+    for n, c, o, cells in _fractional_windows(spec, x.shape, np.asarray(samples)):
+        _, winner = _window_max([xc[(n, c, *cell)] for cell in cells], cells, xc.dtype)
+        dx[(n, c, *winner)] += gc[(n, c, *o)]
+    return _from_channels_first(dx, cf)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # types only: spec imports this module
-    from pooladapt.spec import AdaptiveSpec, PoolSpec
+    from pooladapt.spec import AdaptiveSpec, FractionalSpec, PoolSpec
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -242,3 +242,89 @@ def resolve_adaptive(spec: AdaptiveSpec, in_size: tuple[int, ...]) -> AdaptivePl
     starts = tuple(tuple((j * i) // o for j in range(o)) for i, o in zip(in_size, out))
     ends = tuple(tuple(-(-((j + 1) * i) // o) for j in range(o)) for i, o in zip(in_size, out))
     return AdaptivePlan(spec, tuple(in_size), out, starts, ends)
+
+
+# ------------------------------------------------------------------------ fractional max pooling
+# PyTorch's rule (ATen's generate_intervals, checked against torch on thousands of samples by
+# tests/torch/test_fractional.py): along a spatial dim of ``n`` cells pooled by a window of
+# ``k`` into ``out`` windows, with the sample ``u`` in [0, 1) of that batch item, channel and
+# dim, window ``i < out - 1`` starts at ``int((i + u) * alpha) - int(u * alpha)`` where
+# ``alpha = (n - k) / (out - 1)``, and the last at ``n - k``. The arithmetic is the samples'
+# own dtype, every operation rounded to it (float32 samples: float32; float16: float16...).
+
+FRACTIONAL_SAMPLE_DIMS: dict[int, tuple[int, ...]] = {2: (1, 0), 3: (0, 1, 2)}
+"""ndim -> the spatial dim each of the ``ndim`` samples of a plane drives, in sample order:
+torch's order (2-D: the first sample drives the width, the second the height; 3-D: depth,
+height, width)."""
+
+
+def fractional_starts(sample: np.floating, in_size: int, out_size: int, window: int) -> list[int]:
+    """Window starts along one dim for one sample (a NumPy scalar: its type is the precision)."""
+    if out_size == 1:
+        return [in_size - window]
+    kind = type(sample)
+    alpha = kind(in_size - window) / kind(out_size - 1)
+    return [int((kind(i) + sample) * alpha) - int(sample * alpha)
+            for i in range(out_size - 1)] + [in_size - window]
+
+
+def fractional_output_size(in_size: int, ratio: float) -> int:
+    """Windows along a dim pooled by ``output_ratio``: ``int(in_size * ratio)`` (torch's)."""
+    return int(in_size * ratio)
+
+
+@dataclass(frozen=True)
+class FractionalPlan:
+    """A fractional spec resolved against one spatial size: ``out_size`` windows of the spec's
+    window per dim; their starts depend on the random samples (:meth:`starts`)."""
+
+    spec: FractionalSpec
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+
+    def alpha(self, dim: int, dtype: np.dtype) -> np.floating | None:
+        """``(n - k) / (out - 1)`` along ``dim`` in ``dtype``; None for a single window."""
+        n, k, out = self.in_size[dim], self.spec.window[dim], self.out_size[dim]
+        kind = np.dtype(dtype).type
+        return None if out == 1 else kind(n - k) / kind(out - 1)
+
+    def starts(self, samples: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per spatial dim, int64 window starts of shape (N, C, out) from samples (N, C, ndim)
+        (vectorised :func:`fractional_starts`, in the samples' dtype)."""
+        samples = np.asarray(samples)
+        out = []
+        for d in range(self.spec.ndim):
+            u = samples[..., FRACTIONAL_SAMPLE_DIMS[self.spec.ndim].index(d)]
+            last = np.full(u.shape + (1,), self.in_size[d] - self.spec.window[d], np.int64)
+            alpha = self.alpha(d, samples.dtype)
+            if alpha is None:
+                out.append(last)
+                continue
+            i = np.arange(self.out_size[d] - 1, dtype=samples.dtype)
+            first = ((i + u[..., None]) * alpha).astype(np.int64) - (
+                (u * alpha).astype(np.int64)[..., None])
+            out.append(np.concatenate([first, last], axis=-1))
+        return tuple(out)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = list(in_shape)
+        for axis, size in zip(self.spec.spatial_axes, self.out_size):
+            shape[axis] = size
+        return tuple(shape)
+
+
+@lru_cache(maxsize=1024)
+def resolve_fractional(spec: FractionalSpec, in_size: tuple[int, ...]) -> FractionalPlan:
+    """Output size (given, or ``int(in * ratio)``) and the check that the windows fit."""
+    check_spatial(in_size)
+    if spec.output_size is not None:
+        out = spec.output_size
+    else:
+        out = tuple(fractional_output_size(n, r) for n, r in zip(in_size, spec.output_ratio or ()))
+    for d, (n, k, o) in enumerate(zip(in_size, spec.window, out)):
+        if o < 1 or o + k - 1 > n:
+            raise ValueError(
+                f"fractional max pooling needs 1 <= output size and output size + window - 1 "
+                f"<= input size in every dim; dim {d} has input {n}, window {k}, output {o} "
+                f"(spatial size {in_size!r}, output {out!r})")
+    return FractionalPlan(spec, tuple(in_size), tuple(out))

@@ -19,10 +19,12 @@ from pooladapt import config
 from pooladapt.layouts import SPATIAL_LETTERS, DataFormat, parse_data_format
 from pooladapt.plan import (  # noqa: F401  (PoolPlan, AdaptivePlan, same_pads: also read here)
     AdaptivePlan,
+    FractionalPlan,
     Pads,
     PoolPlan,
     check_spatial,
     resolve_adaptive,
+    resolve_fractional,
     resolve_plan,
     same_pads,
 )
@@ -347,3 +349,80 @@ def make_unpool_spec(
         sizes = _int_tuple(output_size, ndim, "output_size", 1)
     return UnpoolSpec(ndim, sizes, normalize_data_format(data_format, ndim))
 
+
+
+# ------------------------------------------------------------------------ fractional max pooling
+
+
+@dataclass(frozen=True)
+class FractionalSpec:
+    """Fractional max pooling (PyTorch's ``fractional_max_pool2d/3d``): ``window`` cells pooled
+    into ``output_size`` windows per dim (or ``output_ratio`` of the input), the windows placed
+    by one random sample in [0, 1) per batch item, channel and dim (``pooladapt.plan``)."""
+
+    ndim: int
+    window: tuple[int, ...]
+    output_size: tuple[int, ...] | None
+    output_ratio: tuple[float, ...] | None
+    data_format: DataFormat
+    return_indices: bool
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        start = 2 if self.data_format == "channels_first" else 1
+        return tuple(range(start, start + self.ndim))
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.data_format == "channels_first" else self.ndim + 1
+
+    def plan(self, shape: tuple[int, ...]) -> FractionalPlan:
+        """The resolved plan for an input of this full shape (validated; cached by shape)."""
+        check_rank(tuple(shape), self.ndim, self.data_format)
+        return resolve_fractional(self, tuple(int(shape[a]) for a in self.spatial_axes))
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.plan(shape).output_shape(tuple(int(s) for s in shape))
+
+
+def _ratio_tuple(value: object, ndim: int) -> tuple[float, ...]:
+    items = list(value) if isinstance(value, (list, tuple)) else [value] * ndim
+    if len(items) != ndim:
+        raise ValueError(f"output_ratio must be a number or a tuple of {ndim} numbers, got "
+                         f"{tuple(items)!r}")
+    out = []
+    for r in items:
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real):
+            raise TypeError(f"output_ratio must be a number in (0, 1), got "
+                            f"{type(r).__name__} {r!r}")
+        if not 0 < float(r) < 1:
+            raise ValueError(f"output_ratio must be between 0 and 1 (exclusive), got {value!r}")
+        out.append(float(r))
+    return tuple(out)
+
+
+def make_fractional_spec(
+    window: int | tuple[int, ...],
+    output_size: int | tuple[int, ...] | None = None,
+    output_ratio: float | tuple[float, ...] | None = None,
+    return_indices: bool = False,
+    *,
+    ndim: int,
+    data_format: str | None = None,
+) -> FractionalSpec:
+    """Validate fractional max pooling arguments: exactly one of ``output_size`` and
+    ``output_ratio``; 2 or 3 spatial dims."""
+    if ndim not in (2, 3):
+        raise ValueError(f"fractional max pooling supports 2 or 3 spatial dims, got {ndim}")
+    win = _int_tuple(window, ndim, "kernel_size", 1)
+    if (output_size is None) == (output_ratio is None):
+        raise ValueError("fractional max pooling needs exactly one of output_size and "
+                         f"output_ratio, got output_size={output_size!r}, "
+                         f"output_ratio={output_ratio!r}")
+    sizes = None if output_size is None else _int_tuple(output_size, ndim, "output_size", 1)
+    ratios = None if output_ratio is None else _ratio_tuple(output_ratio, ndim)
+    if not isinstance(return_indices, (bool, np.bool_)):
+        raise TypeError(f"return_indices must be a bool, got {type(return_indices).__name__} "
+                        f"{return_indices!r}")
+    return FractionalSpec(ndim, win, sizes, ratios, normalize_data_format(data_format, ndim),
+                          bool(return_indices))
