@@ -401,6 +401,17 @@ def _ratio_tuple(value: object, ndim: int) -> tuple[float, ...]:
     return tuple(out)
 
 
+def check_fractional_target(output_size: object, output_ratio: object,
+                            ndim: int) -> tuple[float, ...] | None:
+    """Exactly one of ``output_size`` and ``output_ratio``, the ratio in (0, 1): the checks
+    torch's ``FractionalMaxPool*d`` makes when it is built. Returns the ratios."""
+    if (output_size is None) == (output_ratio is None):
+        raise ValueError("fractional max pooling needs exactly one of output_size and "
+                         f"output_ratio, got output_size={output_size!r}, "
+                         f"output_ratio={output_ratio!r}")
+    return None if output_ratio is None else _ratio_tuple(output_ratio, ndim)
+
+
 def make_fractional_spec(
     window: int | tuple[int, ...],
     output_size: int | tuple[int, ...] | None = None,
@@ -415,12 +426,8 @@ def make_fractional_spec(
     if ndim not in (2, 3):
         raise ValueError(f"fractional max pooling supports 2 or 3 spatial dims, got {ndim}")
     win = _int_tuple(window, ndim, "kernel_size", 1)
-    if (output_size is None) == (output_ratio is None):
-        raise ValueError("fractional max pooling needs exactly one of output_size and "
-                         f"output_ratio, got output_size={output_size!r}, "
-                         f"output_ratio={output_ratio!r}")
+    ratios = check_fractional_target(output_size, output_ratio, ndim)
     sizes = None if output_size is None else _int_tuple(output_size, ndim, "output_size", 1)
-    ratios = None if output_ratio is None else _ratio_tuple(output_ratio, ndim)
     if not isinstance(return_indices, (bool, np.bool_)):
         raise TypeError(f"return_indices must be a bool, got {type(return_indices).__name__} "
                         f"{return_indices!r}")

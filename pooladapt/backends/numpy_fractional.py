@@ -39,7 +39,7 @@ def window_cells(plan: FractionalPlan, samples: np.ndarray) -> np.ndarray:
         shape[2 + d], shape[2 + nd + d] = plan.out_size[d], spec.window[d]
         cells = cells + (pos * strides[d]).reshape(shape)
     out = np.asarray(cells)
-    return out.reshape(*out.shape[:2 + nd], -1)
+    return out.reshape(*out.shape[:2 + nd], math.prod(spec.window))
 
 
 def fractional_max_pool(x: np.ndarray, plan: FractionalPlan, samples: np.ndarray):
@@ -48,8 +48,9 @@ def fractional_max_pool(x: np.ndarray, plan: FractionalPlan, samples: np.ndarray
     xc = x if cf else np.moveaxis(x, -1, 1)
     n, c = xc.shape[:2]
     cells = window_cells(plan, np.asarray(samples)[:n])
-    flat = xc.reshape(n, c, -1)
-    values = np.take_along_axis(flat, cells.reshape(n, c, -1), axis=2).reshape(cells.shape)
+    flat = xc.reshape(n, c, math.prod(plan.in_size))
+    count = math.prod(plan.out_size) * math.prod(spec.window)
+    values = np.take_along_axis(flat, cells.reshape(n, c, count), axis=2).reshape(cells.shape)
     keys = values.astype(np.float32) if values.dtype.itemsize == 2 and (
         values.dtype.kind in "fV") else values
     winner = np.argmax(keys, axis=-1)[..., None] if values.size else np.zeros(

@@ -245,26 +245,52 @@ def test_repr_matches_torch_for_torch_arguments():
         "data_format='channels_last')")
 
 
-def test_bad_arguments_raise_when_the_layer_is_built():
-    with pytest.raises(ValueError, match="padding must be smaller than the window"):
-        layers.MaxPool2d(2, padding=2)
-    with pytest.raises(ValueError, match="divisor_override"):
-        layers.AvgPool2d(3, padding="same", divisor_override=4)
-    with pytest.raises(ValueError, match="divisor_override"):
-        layers.AvgPool2d(3, padding=1, dilation=2, divisor_override=4)
-    with pytest.raises(TypeError, match="divisor_override"):
-        layers.AvgPool1d(3, divisor_override=4)
-    with pytest.raises(ValueError, match="p must be"):
-        layers.LPPool2d(0, 2)
+BAD_TORCH_ARGUMENTS = [  # each raises when the layer is called, as torch's layer does
+    (lambda: layers.MaxPool2d(2, padding=2), ValueError, "padding must be smaller"),
+    (lambda: layers.MaxPool2d(2, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: layers.AvgPool2d(3, padding="same", divisor_override=4), ValueError,
+     "divisor_override"),
+    (lambda: layers.AvgPool2d(3, padding=1, dilation=2, divisor_override=4), ValueError,
+     "divisor_override"),
+    (lambda: layers.AvgPool2d(2, divisor_override=0), ValueError, "divisor_override"),
+    (lambda: layers.LPPool2d(0, 2), ValueError, "p must be"),
+    (lambda: layers.MaxPool2d(2.0), TypeError, "window must be an integer"),
+    (lambda: layers.AdaptiveAvgPool2d(0), ValueError, "output_size must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("build", "error", "match"), BAD_TORCH_ARGUMENTS)
+def test_bad_torch_arguments_raise_when_the_layer_is_called(build, error, match):
+    layer = build()  # torch builds these layers and raises in forward: so do they
+    with pytest.raises(error, match=match) as info:
+        layer(torch.ones(1, 1, 6, 6))
+    assert isinstance(info.value, RuntimeError)  # and torch's class: RuntimeError
+    with pytest.raises(error, match=match):  # the same error again on the next call
+        layer(torch.ones(1, 1, 6, 6))
+
+
+def test_extras_and_torchs_construction_checks_raise_when_the_layer_is_built():
     with pytest.raises(ValueError, match="data_format"):
         layers.MaxPool2d(2, data_format="NCDHW")
-    with pytest.raises(ValueError, match="expected a 4-D input"):
+    with pytest.raises(ValueError, match="exactly one of output_size and output_ratio"):
+        layers.FractionalMaxPool2d(2)  # torch's constructor checks this too
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        layers.FractionalMaxPool3d(2, output_ratio=1.5)
+
+
+def test_a_wrong_rank_names_both_layouts_in_torchs_words():
+    with pytest.raises(ValueError, match=r"non-empty 3D or 4D \(batch mode\) tensor") as info:
         layers.MaxPool2d(2)(torch.zeros(1, 1, 1, 4, 4))
+    assert isinstance(info.value, RuntimeError) and "(C, H, W) or (N, C, H, W)" in str(info.value)
+    with pytest.raises(RuntimeError, match=r"\(H, W, C\) or \(N, H, W, C\)"):
+        layers.AvgPool2d(2, data_format="NHWC")(torch.zeros(4, 4))
 
 
 def test_layers_pool_through_the_api_and_its_checks():
-    with pytest.raises(TypeError, match="cast"):  # the API's dtype check (torch: RuntimeError)
+    # the API's dtype check, raised as torch's class for a dtype it lacks a kernel for
+    with pytest.raises(TypeError, match="cast") as info:
         layers.AvgPool2d(2)(torch.ones(1, 1, 4, 4, dtype=torch.int32))
+    assert isinstance(info.value, NotImplementedError)
     with pytest.raises(TypeError, match="integers"):
         layers.MaxUnpool2d(2)(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
 

@@ -87,7 +87,8 @@ def _gather(xc: torch.Tensor, plan: FractionalPlan, samples: torch.Tensor):
         cells = term if cells is None else cells + term
     assert cells is not None
     cells = cells.reshape(n, c, *plan.out_size, math.prod(spec.window))
-    values = xc.reshape(n, c, -1).gather(2, cells.reshape(n, c, -1)).view(cells.shape)
+    plane, count = math.prod(plan.in_size), cells.numel() // max(n * c, 1)
+    values = xc.reshape(n, c, plane).gather(2, cells.reshape(n, c, count)).view(cells.shape)
     if values.is_floating_point():
         nan = torch.isnan(values)
         winner = torch.where(nan.any(-1), nan.to(torch.uint8).argmax(-1), values.argmax(-1))

@@ -212,7 +212,8 @@ def max_unpool(y: torch.Tensor, indices: torch.Tensor, spec: UnpoolSpec,
     if not compiling() and flat_i.numel():
         lowering.check_unpool_index(int(flat_i.max()), out_size)
     flat_i = torch.where(flat_i < 0, size, flat_i)  # windows of padding only: a spare slot
-    src = yc.reshape(flat_i.shape).view(quirks.scatter_view(yc.dtype) or yc.dtype)
-    out = src.new_zeros((n, c, size + 1)).scatter(2, flat_i, src)[:, :, :size].reshape(
-        n, c, *out_size).view(yc.dtype)
+    bits = quirks.scatter_view(yc.dtype)  # a bit view only where needed: it has no autograd
+    src = yc.reshape(flat_i.shape) if bits is None else yc.reshape(flat_i.shape).view(bits)
+    out = src.new_zeros((n, c, size + 1)).scatter(2, flat_i, src)[:, :, :size]
+    out = (out if bits is None else out.view(yc.dtype)).reshape(n, c, *out_size)
     return out if to_nc is None else out.permute(FROM_NC[out.dim()])
