@@ -43,7 +43,9 @@ class Result:
     message: str = ""
 
 
-def _entry(case: Case):
+def entry(case: Case) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The public function a pool, global or adaptive ``case`` calls, with its positional and
+    keyword arguments: ``fn(x, *positional, **keywords)``."""
     kw = case.kwargs
     if case.kind == "pool":
         mode = kw.pop("mode")
@@ -98,7 +100,7 @@ def actual(case: Case, x: np.ndarray, backend: str, native: bool = True):
         fn = getattr(pa, f"max_unpool{case.ndim}d")
         out = fn(put(y.astype(x.dtype)), put(idx), plane, data_format=fmt, **choose)
     else:
-        fn, pos, kw = _entry(case)
+        fn, pos, kw = entry(case)
         out = fn(put(x), *pos, **kw, **choose)
     if not native:
         return out
@@ -240,7 +242,7 @@ def _run_gradient(case: Case, backend: str, x: np.ndarray) -> Result:
     values_only = Case(case.kind, case.ndim,
                        tuple((k, v) for k, v in case.args if k != "return_indices"),
                        case.spatial, case.dtype, case.values, case.batch)
-    fn, pos, kw = _entry(values_only)
+    fn, pos, kw = entry(values_only)
     g = cotangent(case, np.shape(expected(values_only, x)))
     dx = be.vjp(lambda t: fn(t, *pos, **kw), be.from_numpy(x), be.from_numpy(g))
     want = expected_vjp(case, x, g)

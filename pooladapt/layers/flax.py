@@ -30,13 +30,17 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-from flax import nnx as _nnx
+from pooladapt.layers import require
 
-from pooladapt import api
-from pooladapt.spec import (
+require("flax", "flax", "jax")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx as _nnx  # noqa: E402
+
+from pooladapt import api  # noqa: E402
+from pooladapt.spec import (  # noqa: E402
     PoolSpec,
     make_adaptive_spec,
     make_global_spec,
