@@ -402,7 +402,7 @@ class _FractionalMaxPoolNd(_Layer):
             x, self.spec, self._random_samples))  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
-        return self._extras()
+        return self._extras().removeprefix(", ")
 
 
 class MaxPool1d(_MaxPoolNd):
