@@ -40,6 +40,8 @@ def draw(backend: str, report: dict, out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullFormatter
 
     panels = [(p, rows) for p in PHASES if (rows := ratios(report, p))]
     if not panels:
@@ -62,6 +64,15 @@ def draw(backend: str, report: dict, out: Path) -> Path | None:
         ax.invert_yaxis()
         ax.bar_label(bars, [f" {v:.2f}x" for v in vals], fontsize=6)
         ax.set_title(PHASES[phase], fontsize=9, loc="left")
+    ticks = [t for t in (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi]
+    axes[-1, 0].set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    axes[-1, 0].xaxis.set_minor_formatter(NullFormatter())
+    legend = [Patch(color="#2a9d8f", label="<= 1.05x"), Patch(color="#e76f51", label="> 1.05x"),
+              Patch(facecolor="white", edgecolor="grey", hatch="//", label="~ closest native op"),
+              Patch(facecolor="white", edgecolor="grey", hatch="..",
+                    label="† native max drops NaN")]
+    axes[0, 0].legend(handles=legend, fontsize=6.5, loc="lower right", ncol=4, frameon=False,
+                      bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
     axes[-1, 0].set_xlabel("pooladapt / native, median wall time (log scale; < 1: pooladapt "
                            "is faster)", fontsize=8)
     machine = report.get("machine", {})
