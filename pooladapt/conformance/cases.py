@@ -118,11 +118,11 @@ class Case:
         if self.values == "int" or self.dtype in INT_DTYPES:
             info = np.iinfo(dtype)
             lo, hi = max(info.min, -50), min(info.max, 50)
-            x = rng.integers(lo, hi + 1, size=shape)
-            if self.values == "extremes":
-                x = np.where(rng.random(shape) < 0.3, info.min, x)
-                x = np.where(rng.random(shape) < 0.3, info.max, x)
-            return x.astype(dtype)
+            x = rng.integers(lo, hi + 1, size=shape).astype(dtype)
+            if self.values == "extremes":  # in the dtype: NumPy 1 promotes uint64 with int64
+                x = np.where(rng.random(shape) < 0.3, np.array(info.min, dtype), x)
+                x = np.where(rng.random(shape) < 0.3, np.array(info.max, dtype), x)
+            return x
         if self.values == "ties":
             x = rng.integers(-2, 3, size=shape).astype(np.float64)
         elif self.values == "negative":

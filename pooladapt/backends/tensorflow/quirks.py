@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
@@ -227,7 +228,7 @@ def flushes_subnormals(dtype: tf.DType) -> bool:
     TF sets the flush-to-zero and denormals-are-zero modes; float16 runs in float32, where its
     subnormals are normal): ``test_subnormals_read_as_zero_where_tf_flushes_them``. Detecting
     them in the input would cost more than the pool: a known deviation instead."""
-    tiny = np.finfo(dtype.as_numpy_dtype).smallest_subnormal
+    tiny = ml_dtypes.finfo(dtype.as_numpy_dtype).smallest_subnormal  # bfloat16's with NumPy 1
     with tf.init_scope(), tf.device("/CPU:0"):
         return bool(tf.equal(tf.constant(tiny, dtype), tf.zeros([], dtype)))
 
