@@ -133,6 +133,8 @@ def test_adaptive_layer_equals_the_keras_layer_and_the_oracle(ndim, mode, target
     want = oracle.adaptive_pool(x, make_adaptive_spec(mode, out, ndim=ndim, data_format=fmt))
     _close(ours(x), want, mode)
     assert tuple(ours.compute_output_shape(x.shape)) == want.shape
+    if not hasattr(keras.layers, name):  # older Keras 3 (the oldest-version session)
+        pytest.skip(f"Keras {keras.__version__} has no {name}: checked against the oracle only")
     native = _np(getattr(keras.layers, name)(out, fmt)(x))
     if BACKEND == "jax" and target == "larger" and ndim > 1:
         # Keras 3.15's jax backend: bins of an output larger than the input come out NaN

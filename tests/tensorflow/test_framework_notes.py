@@ -7,6 +7,7 @@ canonical value pooladapt gives for the same input.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,7 +159,7 @@ def test_subnormals_read_as_zero_where_tf_flushes_them(dtype):
     backend lists the known deviation for a dtype exactly where TF flushes, and its max then
     gives what MaxPool gives."""
     dt = tf.as_dtype(dtype)
-    tiny = float(np.finfo(dt.as_numpy_dtype).smallest_subnormal)
+    tiny = float(ml_dtypes.finfo(dt.as_numpy_dtype).smallest_subnormal)
     flushed = float(tf.constant(tiny, dt) + tf.zeros([], dt)) == 0.0
     assert (f"subnormals:{dtype}" in BACKEND.known_deviations) is flushed
     x = _row([tiny, 3 * tiny, 2 * tiny, 0.0], dt)
