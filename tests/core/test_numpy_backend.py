@@ -15,6 +15,7 @@ import pytest
 import pooladapt as pa
 from pooladapt import conformance, oracle
 from pooladapt.backends import numpy as nb
+from pooladapt.backends.numpy import fast
 from pooladapt.spec import make_adaptive_spec, make_spec
 
 RNG = np.random.default_rng(8)
@@ -174,7 +175,7 @@ def _mismatch(case, want, got) -> str:
 def test_every_path_passes_the_grid(path, grid_answers):
     routes, changes = PATHS[path]
     mode, _, only = routes.partition(":")
-    with pa.speed_routes(mode, only=only.split(",") if only else None), nb.tuned(**changes):
+    with pa.speed_routes(mode, only=only.split(",") if only else None), fast.tuned(**changes):
         failed = [f"{case.id}: {msg}" for case, x, want in grid_answers
                   for msg in [_mismatch(case, want, conformance.actual(case, x, "numpy"))]
                   if msg]
@@ -190,7 +191,7 @@ def test_every_path_passes_the_grid(path, grid_answers):
 def test_blocks_split_batch_then_channels_then_rows(budget, want):
     plan = make_spec("max", 3, 2, 1, data_format="channels_first", ndim=2).plan((4, 6, 20, 20))
     # first intermediate: 20 * 4 bytes per output row, 800 per channel, 4800 per item
-    assert list(nb._blocks(plan, (4, 6, 20, 20), 4, budget)) == want
+    assert list(fast.blocks(plan, (4, 6, 20, 20), 4, budget)) == want
 
 
 def test_speed_routes_are_declared():
@@ -206,22 +207,22 @@ def test_speed_routes_are_declared():
     (dict(block_size=64), TypeError, r"block_size"),
 ])
 def test_bad_tuning_is_refused_naming_the_field(changes, error, match):
-    with pytest.raises(error, match=match), nb.tuned(**changes):
+    with pytest.raises(error, match=match), fast.tuned(**changes):
         pass  # pragma: no cover
-    assert nb.tuning() == nb.DEFAULT_TUNING
+    assert fast.tuning() == fast.DEFAULT_TUNING
 
 
 def test_tuned_holds_inside_its_block_and_thread_only():
     seen = {}
-    with nb.tuned(block_bytes=64, threads=2) as inside:
-        assert nb.tuning() == inside
+    with fast.tuned(block_bytes=64, threads=2) as inside:
+        assert fast.tuning() == inside
         assert (inside.block_bytes, inside.threads) == (64, 2)
-        assert inside.short_run == nb.DEFAULT_TUNING.short_run  # the rest unchanged
-        other = threading.Thread(target=lambda: seen.setdefault("tuning", nb.tuning()))
+        assert inside.short_run == fast.DEFAULT_TUNING.short_run  # the rest unchanged
+        other = threading.Thread(target=lambda: seen.setdefault("tuning", fast.tuning()))
         other.start()
         other.join()
-    assert seen["tuning"] == nb.DEFAULT_TUNING
-    assert nb.tuning() == nb.DEFAULT_TUNING
+    assert seen["tuning"] == fast.DEFAULT_TUNING
+    assert fast.tuning() == fast.DEFAULT_TUNING
 
 
 @pytest.mark.parametrize(("ndim", "shape", "size"), [

@@ -9,9 +9,11 @@ NaN, else the first maximum: the contract's winner).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from pooladapt import lowering
 from pooladapt.plan import FractionalPlan
 
 
@@ -31,7 +33,7 @@ def window_cells(plan: FractionalPlan, samples: np.ndarray) -> np.ndarray:
     """int64 per-plane flat indices of every window's cells, shape (N, C, *out, cells)."""
     spec, nd = plan.spec, plan.spec.ndim
     starts = plan.starts(samples)
-    strides = [math.prod(plan.in_size[d + 1:]) for d in range(nd)]
+    strides = lowering.plane_strides(plan.in_size)
     cells: np.ndarray | int = 0
     for d in range(nd):
         pos = starts[d][..., None] + np.arange(spec.window[d])  # (N, C, out_d, k_d)
@@ -42,7 +44,7 @@ def window_cells(plan: FractionalPlan, samples: np.ndarray) -> np.ndarray:
     return out.reshape(*out.shape[:2 + nd], math.prod(spec.window))
 
 
-def fractional_max_pool(x: np.ndarray, plan: FractionalPlan, samples: np.ndarray):
+def fractional_max_pool(x: np.ndarray, plan: FractionalPlan, samples: np.ndarray) -> Any:
     spec = plan.spec
     cf = spec.data_format == "channels_first"
     xc = x if cf else np.moveaxis(x, -1, 1)
@@ -51,8 +53,7 @@ def fractional_max_pool(x: np.ndarray, plan: FractionalPlan, samples: np.ndarray
     flat = xc.reshape(n, c, math.prod(plan.in_size))
     count = math.prod(plan.out_size) * math.prod(spec.window)
     values = np.take_along_axis(flat, cells.reshape(n, c, count), axis=2).reshape(cells.shape)
-    keys = values.astype(np.float32) if values.dtype.itemsize == 2 and (
-        values.dtype.kind in "fV") else values
+    keys = values.astype(np.float32) if values.dtype.name in lowering.HALF_DTYPES else values
     winner = np.argmax(keys, axis=-1)[..., None] if values.size else np.zeros(
         cells.shape[:-1] + (1,), np.int64)
     y = np.take_along_axis(values, winner, axis=-1)[..., 0]
