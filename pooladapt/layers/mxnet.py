@@ -6,7 +6,7 @@ with its names and defaults: ``MaxPool3D``'s ``ceil_mode`` comes before ``layout
 Gluon), the same ``repr``, block name and ``_kwargs``, and pooladapt's extras after them,
 keyword-only: ``dilation``; ``padding`` also takes ``'same'``, ``'same_lower'``, ``'valid'`` and
 ``(low, high)`` pairs. Results follow pooladapt's canonical semantics (API.md §1), which differ
-from Gluon's on purpose in a few places (docs/frameworks/gluon.md lists each with the test
+from Gluon's on purpose in a few places (docs/frameworks/mxnet.md lists each with the test
 that pins it): ``ceil_mode`` drops a last window that would start in the high-side padding
 (Gluon's ``'full'`` convention keeps it, as -3.4e38 for max and 0 for avg), max pooling
 propagates NaN and an all -inf window gives -inf (Gluon: skipped, the lowest finite value),

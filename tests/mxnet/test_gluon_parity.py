@@ -9,7 +9,7 @@
 * Misuse: each bad argument or input raises the exception class Gluon raises (and
   pooladapt's ValueError/TypeError).
 
-Deliberate differences are strict xfails naming the reason (docs/frameworks/gluon.md lists
+Deliberate differences are strict xfails naming the reason (docs/frameworks/mxnet.md lists
 each): Gluon's ``ceil_mode=True`` is MXNet's ``'full'`` convention, which keeps a last window
 that starts in the padding (FRAMEWORK-NOTES D4; pooladapt drops it, API.md §1); Gluon's max
 skips NaN and gives an all -inf window the lowest finite value (D5); Gluon raises on an
