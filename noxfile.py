@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 
 import nox
 from nox.command import CommandFailed
 
-nox.options.sessions = ["lint", "typecheck", "docs", "build", "tests", "integration"]
+nox.options.sessions = ["lint", "typecheck", "docs", "build", "tests", "oldest", "python310",
+                         "integration"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
@@ -106,6 +109,60 @@ def tests(session: nox.Session, variant: str) -> None:
     paths = [p for p in paths if os.path.isdir(p)]
     session.run("pytest", *paths, *session.posargs,
                 env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci", **env})
+
+
+# The lowest supported versions (the extras' lower bounds) and the newest releases, per
+# framework; docs/compatibility.md says what was run and why torch and MXNet are not here.
+OLDEST = ["tensorflow", "jax", "onnxruntime"]
+NEWEST = {"tensorflow": ["tensorflow-cpu", "keras"], "jax": ["jax", "jaxlib", "flax", "keras"],
+          "onnxruntime": ["onnxruntime", "onnx"]}
+
+
+def _version_suite(session: nox.Session, backend: str) -> None:
+    """The backend's conformance grid and edges and its own tests; not its framework notes,
+    which pin the behaviour of the versions backends/<backend>.txt installs."""
+    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    session.run("pytest", "tests/conformance/test_grid.py", "tests/conformance/test_edges.py",
+                f"tests/{backend}", f"--ignore=tests/{backend}/test_framework_notes.py",
+                *session.posargs,
+                env={"POOLADAPT_TEST_BACKENDS": backend, "HYPOTHESIS_PROFILE": "ci"})
+
+
+# The oldest Python declared: where pyenv keeps it (this project's machines; pyenv's shim on
+# PATH answers only for the selected version), or on PATH.
+PYTHON310 = next(iter(sorted(glob.glob(os.path.expanduser(
+    "~/.pyenv/versions/3.10.*/bin/python3.10")))), None) or shutil.which("python3.10")
+
+
+@nox.session(python=PYTHON310 or False)
+def python310(session: nox.Session) -> None:
+    """The core and the NumPy backend on Python 3.10 (backends/python310.txt)."""
+    if PYTHON310 is None:
+        session.skip("no Python 3.10 on this machine")
+    session.install("-r", "backends/python310.txt", "-r", "backends/test.txt")
+    session.install("--no-deps", "-e", ".")
+    session.run("pytest", "tests/core", "tests/conformance", *session.posargs,
+                env={"POOLADAPT_TEST_BACKENDS": "numpy", "HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session
+@nox.parametrize("backend", OLDEST, ids=OLDEST)
+def oldest(session: nox.Session, backend: str) -> None:
+    """The oldest supported versions of a framework (backends/oldest-<backend>.txt)."""
+    session.install("-r", f"backends/oldest-{backend}.txt", "-r", "backends/test.txt")
+    session.install("--no-deps", "-e", ".")
+    _version_suite(session, backend)
+
+
+@nox.session
+@nox.parametrize("backend", list(NEWEST), ids=list(NEWEST))
+def newest(session: nox.Session, backend: str) -> None:
+    """The newest releases, unpinned (on request: today they are the versions the tests
+    sessions pin; this session notices a new release before the pins move)."""
+    session.install("--upgrade", *NEWEST[backend], "numpy", "pillow", "rich",
+                    "-r", "backends/test.txt")
+    session.install("--no-deps", "-e", ".")
+    _version_suite(session, backend)
 
 
 @nox.session
