@@ -1,0 +1,102 @@
+"""The array primitives the translation is written with, any rank and layout: per-spatial-dim
+values spread over every axis of the layout (``reduce_window``'s arguments), padding the
+spatial axes with a value, one strided slice per window tap, constants over the plane that
+broadcast against it, per-plane flat indices (their dtype, the index of every cell) and the
+gather at them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from pooladapt import lowering
+from pooladapt.backends.jax.quirks import x64_scope
+from pooladapt.plan import PoolPlan
+
+
+def full(channels_first: bool, spatial: tuple, fill: Any) -> tuple:
+    """Per-spatial-dim values as a tuple over every axis of the layout."""
+    return (fill, fill, *spatial) if channels_first else (fill, *spatial, fill)
+
+
+def spatial_const(a: np.ndarray, channels_first: bool, dtype: Any) -> jax.Array:
+    """A constant over the spatial dims, shaped to broadcast against the layout."""
+    return jnp.asarray(a.reshape(full(channels_first, a.shape, 1)), dtype)
+
+
+def lowest(dtype: Any) -> np.ndarray:
+    """``lowering.lowest`` as a scalar of ``dtype``: the max identity, which reduce_window
+    also pads with (-inf, or the integer minimum)."""
+    return np.array(lowering.lowest(np.dtype(dtype).name), dtype)
+
+
+def index_type(in_size: tuple[int, ...]) -> np.dtype:
+    """int32 indices, int64 for a plane of 2**31 cells or more (inside an x64 scope)."""
+    return np.dtype(np.int64 if math.prod(in_size) >= np.iinfo(np.int32).max else np.int32)
+
+
+def planes(a: jax.Array, channels_first: bool) -> jax.Array:
+    """``a`` as (N, C, cells) or (N, cells, C) (sizes spelled out: N or C may be 0)."""
+    if channels_first:
+        return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
+    return a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1])
+
+
+def plane_index(channels_first: bool, in_size: tuple[int, ...], shape: tuple, dtype: Any):
+    """Per-plane flat index of every cell of an input of ``shape``."""
+    first = 2 if channels_first else 1
+    flat = jnp.zeros(shape, dtype)
+    for d, stride in enumerate(lowering.plane_strides(in_size)):
+        flat = flat + lax.broadcasted_iota(dtype, shape, first + d) * stride
+    return flat
+
+
+def take(v: jax.Array, idx: jax.Array, channels_first: bool, fill: Any) -> jax.Array:
+    """``v``'s value at each per-plane flat index (``fill`` where the index is -1): one gather
+    from the flattened ``v`` (its transpose, the max gradient, is one flat scatter-add)."""
+    i = planes(idx, channels_first)
+    cells = math.prod(v.shape[2:] if channels_first else v.shape[1:-1])
+    itype = index_type((v.size,))
+    with x64_scope(itype):
+        i = jnp.maximum(i, 0).astype(itype)
+        n = lax.broadcasted_iota(itype, i.shape, 0)
+        if channels_first:  # (n, c, cell) -> (n * C + c) * cells + cell
+            flat = (n * v.shape[1] + lax.broadcasted_iota(itype, i.shape, 1)) * cells + i
+        else:  # (n, cell, c) -> (n * cells + cell) * C + c
+            flat = (n * cells + i) * v.shape[-1] + lax.broadcasted_iota(itype, i.shape, 2)
+        out = v.reshape(-1).at[flat.reshape(-1)].get(mode="promise_in_bounds")
+    return jnp.where(idx >= 0, out.reshape(idx.shape), fill)
+
+
+def window_args(plan: PoolPlan) -> dict[str, Any]:
+    """``reduce_window``'s window, strides, pads and dilation over every axis of the layout."""
+    spec, cf = plan.spec, plan.spec.channels_first
+    return dict(window_dimensions=full(cf, spec.window, 1),
+                window_strides=full(cf, spec.stride, 1),
+                padding=full(cf, plan.total_pads, (0, 0)),
+                window_dilation=full(cf, spec.dilation, 1))
+
+
+def pad(a: jax.Array, plan: PoolPlan, fill: Any) -> jax.Array:
+    """``a`` padded by ``plan.total_pads`` with ``fill`` (``a`` itself without padding)."""
+    if not plan.has_padding:
+        return a
+    pads = full(plan.spec.channels_first, plan.total_pads, (0, 0))
+    return lax.pad(a, np.array(fill, a.dtype), [(lo, hi, 0) for lo, hi in pads])
+
+
+def tap(a: jax.Array, plan: PoolPlan, offsets: tuple[int, ...]) -> jax.Array:
+    """The cells of ``a`` (the input padded by ``plan.total_pads``) that the window tap at
+    ``offsets`` (per dim, from the window's first cell) reads for every output: one slice."""
+    spec = plan.spec
+    start, limit, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
+    for d, axis in enumerate(spec.spatial_axes):
+        start[axis] = offsets[d]
+        limit[axis] = offsets[d] + (plan.out_size[d] - 1) * spec.stride[d] + 1
+        strides[axis] = spec.stride[d]
+    return lax.slice(a, start, limit, strides)
