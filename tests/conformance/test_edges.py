@@ -736,3 +736,24 @@ def test_gradients_never_modify_inputs(backend):
         assert be.to_numpy(t).tobytes() == before.tobytes(), f"{name}: input modified"
         assert be.to_numpy(g_t).tobytes() == g.tobytes(), f"{name}: cotangent modified"
         assert x.tobytes() == before.tobytes(), f"{name}: NumPy input modified"
+
+
+# platform aliases: the same dtype under another scalar type (NumPy 1 makes int64 results of
+# np.where longlong; C int is intc)
+ALIASES = [("longlong", "int64"), ("intc", "int32"), ("ulonglong", "uint64"), ("uintc", "uint32")]
+
+
+@pytest.mark.parametrize(("alias", "dtype"), ALIASES, ids=[a for a, _ in ALIASES])
+def test_a_platform_alias_of_an_integer_dtype_pools_as_that_dtype(backend, alias, dtype):
+    x = np.array([3, 9, 4, 1, 7, 7], dtype=np.dtype(getattr(np, alias))).reshape(1, 1, -1)
+    if x.dtype != np.dtype(dtype):
+        pytest.skip(f"{alias} is not {dtype} on this platform")
+    want = [[[9, 4, 7]]]  # each pair's max, by hand
+    results = [numpy_of(backend, pa.pool1d(x, "max", 2, data_format="channels_first",
+                                           backend=backend))]
+    try:
+        results.append(call(backend, "pool1d", x, "max", 2, data_format="channels_first"))
+    except TypeError as err:  # a framework without tensors of the dtype says so (MXNet)
+        assert dtype in str(err)
+    for got in results:
+        assert got.dtype == np.dtype(dtype) and got.tolist() == want

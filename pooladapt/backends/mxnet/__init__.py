@@ -116,7 +116,7 @@ class MXNetBackend(Backend):
                    else "cast it")
             raise TypeError(f"MXNet 1.9.1 has no {name} arrays (it has "
                             f"{', '.join(sorted(quirks.ARRAY_DTYPES))}); {fix}")
-        return nd.array(a, dtype=a.dtype)
+        return nd.array(a, dtype=np.dtype(name))  # by name: MXNet knows int64, not longlong
 
     def from_numpy_input(self, a: np.ndarray) -> Any:
         a = np.asarray(a)

@@ -48,7 +48,7 @@ class TorchBackend(Backend):
             a = a.copy()
         if a.dtype.name == "bfloat16":  # ml_dtypes.bfloat16: same bits as torch.bfloat16
             return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(a)
+        return torch.from_numpy(a.view(a.dtype.name))  # by name: torch refuses ulonglong
 
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
         x = x.detach().cpu().resolve_conj()
