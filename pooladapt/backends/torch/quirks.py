@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from pooladapt import lowering
 from pooladapt.backends.torch.compile import PerPlan
@@ -134,6 +135,18 @@ def lift_1d(t: torch.Tensor, *params: tuple[int, ...]) -> tuple:
     ``divisor_override`` (``test_int64_beyond_float_precision_stays_exact``; the lp cases of
     the conformance grid)."""
     return (t.unsqueeze(2), *((1 if i != 2 else 0, *p) for i, p in enumerate(params)))
+
+
+def exported_window_sum(t: torch.Tensor, window: tuple[int, ...],
+                        stride: tuple[int, ...]) -> torch.Tensor:
+    """The window sums of an explicitly zero-padded NC* ``t`` while ``torch.onnx.export``
+    traces. Both exporters translate ``avg_pool*d(..., divisor_override=1)`` to an ONNX
+    AveragePool that divides by the window's cells anyway (ONNX has no divisor override): an
+    exported ``LPPool2d(2, 3)`` gave its eager result times 1/3 (issue 18). Every VALID window
+    of ``t`` is full, so the sum is the average times the window's cells
+    (``test_lp_fallback_sums_its_windows``, tests/torch/test_export.py)."""
+    avg = getattr(F, f"avg_pool{t.dim() - 2}d")(t, window, stride, 0, False, True)
+    return avg * math.prod(window)
 
 
 def lp_power(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -77,7 +77,7 @@ lowered = PerPlan(Lowered)
 
 
 def pool(x: torch.Tensor, plan: PoolPlan):
-    routes = None if compiling() else config.get_speed_routes()
+    routes = None if compiling() or torch.jit.is_tracing() else config.get_speed_routes()
     lw = lowered(plan) if routes is None else lowered.eager(plan)
     y = fast.one_call_max(x, lw, routes)  # route: auto's one torch call for a small max
     return y if y is not None else _on_nc(
@@ -147,7 +147,9 @@ def _sum_pool(xc: torch.Tensor, lw: Lowered) -> torch.Tensor:
     t = xc.to(getattr(torch, lowering.accumulator(quirks.dtype_name(xc.dtype))))
     steps = lowering.lp_steps(spec.p) if spec.mode == "lp" else None
     t = t if steps is None else quirks.lp_power(t, steps.power)
-    if lw.undilated:  # avg_pool's window sums, where torch cannot pad on zero-padded input
+    if lw.undilated and torch.onnx.is_in_onnx_export():  # no divisor_override in ONNX
+        total = quirks.exported_window_sum(F.pad(t, lw.torch_pads), spec.window, spec.stride)
+    elif lw.undilated:  # avg_pool's window sums, where torch cannot pad on zero-padded input
         total = _window_sum(t if lw.implicit_sum else F.pad(t, lw.torch_pads), lw)
     else:  # dilation: each dim's windows unfolded, every dilation-th cell summed
         total = F.pad(t, lw.torch_pads)
