@@ -158,10 +158,10 @@ class _Layer(nn.Module):
         outs = list(out) if isinstance(out, tuple) else [out]
         if unbatched:
             outs = [o.squeeze(0) for o in outs]
-        if self.data_format == _FIRST:  # (the TorchScript ONNX exporter traces sizes as tensors)
+        if self.data_format == _FIRST:  # (jit.trace traces sizes as tensors: not asked)
             fmt = suggest_memory_format(x) if (
                 self.keeps_channels_last and x.dim() == self.ndim + 2
-                and not torch.onnx.is_in_onnx_export()) else torch.contiguous_format
+                and not torch.jit.is_tracing()) else torch.contiguous_format
             outs = [o.contiguous(memory_format=fmt) for o in outs]
         if outs[0].numel() == 0 and x.requires_grad and not outs[0].requires_grad and (
                 torch.is_grad_enabled()):

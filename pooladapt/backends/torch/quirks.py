@@ -173,6 +173,33 @@ def lp_root(s: torch.Tensor, root: float | None) -> torch.Tensor:
     return torch.where(zero, torch.zeros_like(s), t.sqrt() if root == 0.5 else t ** root)
 
 
+def exported_tap_sum(t: torch.Tensor, axis: int, window: int, stride: int,
+                     dilation: int) -> torch.Tensor:
+    """The dilated window sums along ``axis`` of a padded ``t`` while ``torch.onnx.export``
+    traces: the TorchScript exporter has no ``unfold`` below opset 20; one strided slice per
+    tap, added (``test_a_dilated_average_below_opset_19_traces_the_translation``)."""
+    m = (t.shape[axis] - (window - 1) * dilation - 1) // stride + 1
+    head = (slice(None),) * axis
+    return sum(t[(*head, slice(k * dilation, k * dilation + (m - 1) * stride + 1, stride))]
+               for k in range(window))
+
+
+def exported_adaptive_avg(xc: torch.Tensor, plan: AdaptivePlan) -> torch.Tensor:
+    """An adaptive average with bins of unequal size while ``torch.onnx.export`` traces: the
+    TorchScript exporter refuses ``adaptive_avg_pool*d`` there ("output size that are not
+    factor of input size"), and the dynamo exporter has no ``adaptive_max_pool*d`` at all
+    (:func:`integer_adaptive_max` gathers that one). The average is separable: per dim, a
+    product with the bins' averaging matrix (``test_adaptive_exports``, test_export.py)."""
+    t = xc.to(getattr(torch, lowering.accumulator(dtype_name(xc.dtype))))
+    for d, (starts, ends, n) in enumerate(zip(plan.starts, plan.ends, plan.in_size)):
+        weights = [[1.0 / (e - s) if s <= i < e else 0.0 for i in range(n)]
+                   for s, e in zip(starts, ends)]
+        last = t.dim() - 1  # (the TorchScript exporter writes a negative dim into a perm)
+        t = (t.transpose(2 + d, last) @ torch.tensor(weights, dtype=t.dtype,
+                                                     device=t.device).T).transpose(2 + d, last)
+    return t.to(xc.dtype)
+
+
 class _Bins:
     """An adaptive plan's bins per dim as gather indices (``plan.gather``: a flat index list
     and its (out, widest bin) shape)."""

@@ -27,7 +27,8 @@ is realised:
 
 The per-plan constants (:class:`Lowered`) are built once per plan; compile.py makes them a
 constant of a ``torch.compile`` graph. Speed routes (fast.py) are asked at the hooks marked
-``# route``, in eager calls only.
+``# route``, in eager calls only. While ``torch.onnx.export`` traces, export.py first gives
+the plan's one ONNX node where ONNX has it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from pooladapt import config, lowering
-from pooladapt.backends.torch import fast, quirks
+from pooladapt.backends.torch import export, fast, quirks
 from pooladapt.backends.torch.compile import PerPlan, compiling, plane_tensor
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
 
@@ -78,6 +79,14 @@ lowered = PerPlan(Lowered)
 
 def pool(x: torch.Tensor, plan: PoolPlan):
     routes = None if compiling() or torch.jit.is_tracing() else config.get_speed_routes()
+    if routes is None and torch.onnx.is_in_onnx_export():  # the plan's ONNX node, if any
+        y = export.pool(x, plan, lambda t: _pool(t, plan, None))
+        if y is not None:
+            return y
+    return _pool(x, plan, routes)
+
+
+def _pool(x: torch.Tensor, plan: PoolPlan, routes: fast.Routes):
     lw = lowered(plan) if routes is None else lowered.eager(plan)
     y = fast.one_call_max(x, lw, routes)  # route: auto's one torch call for a small max
     return y if y is not None else _on_nc(
@@ -152,9 +161,10 @@ def _sum_pool(xc: torch.Tensor, lw: Lowered) -> torch.Tensor:
     elif lw.undilated:  # avg_pool's window sums, where torch cannot pad on zero-padded input
         total = _window_sum(t if lw.implicit_sum else F.pad(t, lw.torch_pads), lw)
     else:  # dilation: each dim's windows unfolded, every dilation-th cell summed
-        total = F.pad(t, lw.torch_pads)
+        total, exporting = F.pad(t, lw.torch_pads), torch.onnx.is_in_onnx_export()
         for d, (e, s, dil) in enumerate(zip(lw.extent, spec.stride, spec.dilation)):
-            total = total.unfold(2 + d, e, s)[..., ::dil].sum(-1)
+            total = quirks.exported_tap_sum(total, 2 + d, spec.window[d], s, dil) if (
+                exporting) else total.unfold(2 + d, e, s)[..., ::dil].sum(-1)
     if steps is not None:
         return quirks.lp_root(total, steps.root).to(xc.dtype)
     return (total / plane_tensor(lw, "divisors", total, total.dtype, product=True)).to(xc.dtype)
@@ -171,6 +181,14 @@ def _window_sum(t: torch.Tensor, lw: Lowered) -> torch.Tensor:
 
 
 def global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
+    if export.exporting():  # the ONNX node, if any
+        y = export.global_pool(x, spec, lambda t: _global_pool(t, spec))
+        if y is not None:
+            return y
+    return _global_pool(x, spec)
+
+
+def _global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
     axes, keep = spec.spatial_axes, spec.keepdims
     acc = getattr(torch, lowering.accumulator(quirks.dtype_name(x.dtype)))
     if spec.mode == "avg":
@@ -186,14 +204,26 @@ def global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
 
 
 def adaptive_pool(x: torch.Tensor, plan: AdaptivePlan):
+    if export.exporting():  # regular bins: the pool's ONNX node
+        y = export.adaptive_pool(x, plan, lambda t: _adaptive_pool(t, plan))
+        if y is not None:
+            return y
+    return _adaptive_pool(x, plan)
+
+
+def _adaptive_pool(x: torch.Tensor, plan: AdaptivePlan):
     spec, size = plan.spec, plan.out_size
     fn = getattr(F, f"adaptive_{spec.mode}_pool{spec.ndim}d")
 
+    exported = not plan.uniform and export.exporting()  # see quirks.exported_adaptive
+
     def compute(xc: torch.Tensor, _):
+        if spec.mode == "avg" and exported:
+            return quirks.exported_adaptive_avg(xc, plan)
         if spec.mode == "avg":
             return fn(xc.float() if quirks.half_sums_on(xc, spec.ndim, adaptive=True) else xc,
                       size).to(xc.dtype)
-        if not xc.is_floating_point():  # torch's adaptive max pools take floats only
+        if not xc.is_floating_point() or exported:  # adaptive max pools take floats only
             return quirks.integer_adaptive_max(xc, plan, spec.return_indices)
         if not spec.return_indices:
             return fn(xc, size)
