@@ -49,8 +49,6 @@ FALLBACK = [
     ("lp", 3, 2, 1, 1, False, False, 1.5, 2),  # p not an integer
     ("max", 2, 1, "same", 3, False, False, None, 1),  # pads >= kernel: onnxruntime refuses
 ]
-# the TorchScript exporter fails on AveragePool's and LpPool's dilations: the translation
-TORCHSCRIPT_FALLBACK = {ONE_NODE[10], ONE_NODE[13]}
 
 
 def _export(model: torch.nn.Module, x: torch.Tensor, exporter: str, **kwargs) -> onnx.ModelProto:
@@ -128,13 +126,8 @@ def test_expressible_plans_export_as_their_one_node(case, exporter):
     plan = spec.plan(tuple(x.shape))
     node = lowering.onnx_pool_node(plan)
     assert node is not None
-    opset = 20 if exporter == "dynamo" else 19  # the TorchScript exporter's default is older
-    if exporter == "torchscript" and case in TORCHSCRIPT_FALLBACK:
-        _check(_Fn(spec, api.run_pool), x, exporter, oracle.pool(x.numpy(), spec), [],
-               opset_version=opset)
-        return
     types = _check(_Fn(spec, api.run_pool), x, exporter, oracle.pool(x.numpy(), spec),
-                   [node.op_type], opset_version=opset)
+                   [node.op_type])  # both exporters' default opset: 20
     assert types == [node.op_type]  # the node and nothing else
 
 
@@ -149,7 +142,7 @@ def test_channels_last_is_the_node_between_transposes(exporter):
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_a_dilated_average_below_opset_19_traces_the_translation(exporter):
-    """AveragePool has dilations from opset 19 (the TorchScript exporter's default is below)."""
+    """AveragePool has dilations from opset 19: asked for opset 18, the translation traces."""
     spec = _pool_spec(ONE_NODE[10])
     x = _input(2)
     _check(_Fn(spec, api.run_pool), x, exporter, oracle.pool(x.numpy(), spec), [],

@@ -19,9 +19,7 @@ makes of it: no speed route, the index fix-ups always, lp window sums without av
 not take (integers but int8/uint8 in a max), windows of padding only, a non-integer ``p``,
 indices (ONNX MaxPool's count over N*C*plane and break NaN ties otherwise), pads at least the
 kernel (onnxruntime 1.32 rejects the node: onnxruntime quirk 3), a dilated average below
-opset 19, a dilated average or lp in the TorchScript exporter (its shape inference fails on
-their ``dilations``: "Argument passed to at() was not in the map"), and adaptive bins of
-unequal size. docs/frameworks/torch.md, "Deploying".
+opset 19, and adaptive bins of unequal size. docs/frameworks/torch.md, "Deploying".
 """
 
 from __future__ import annotations
@@ -84,11 +82,18 @@ def _node_fits(node: OnnxNode | None) -> OnnxNode | None:
 
 
 class _TorchScriptNode(torch.autograd.Function):
-    """The eager translation, written by the TorchScript exporter as ``node``."""
+    """The eager translation, written by the TorchScript exporter as ``node``. The forward
+    runs untraced: the exporter's peephole pass failed on the translation traced inside the
+    function ("Argument passed to at() was not in the map", a dilated average or lp)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, node: OnnxNode, compute: Compute) -> torch.Tensor:
-        return compute(x)
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return compute(x)
+        finally:
+            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g: Any, x: Any, node: OnnxNode, compute: Compute) -> Any:
@@ -125,10 +130,8 @@ def _on_nc(x: torch.Tensor, channels_first: bool, node: OnnxNode, out_size: tupl
 def pool(x: torch.Tensor, plan: PoolPlan, compute: Compute) -> torch.Tensor | None:
     """The plan's one ONNX node on ``x`` (``compute(x)``: the eager translation), or None."""
     node = _node_fits(lowering.onnx_pool_node(plan, opset(), quirks.dtype_name(x.dtype)))
-    if node is None or _no_channels(x, plan.spec.channels_first) or (
-            torch.jit.is_tracing() and node.op_type != "MaxPool"
-            and any(d != 1 for d in plan.spec.dilation)):
-        return None  # (the TorchScript exporter fails on AveragePool's and LpPool's dilations)
+    if node is None or _no_channels(x, plan.spec.channels_first):
+        return None
     return _on_nc(x, plan.spec.channels_first, node, plan.out_size, compute)
 
 

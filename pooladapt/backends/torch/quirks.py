@@ -180,8 +180,12 @@ def exported_tap_sum(t: torch.Tensor, axis: int, window: int, stride: int,
     tap, added (``test_a_dilated_average_below_opset_19_traces_the_translation``)."""
     m = (t.shape[axis] - (window - 1) * dilation - 1) // stride + 1
     head = (slice(None),) * axis
-    return sum(t[(*head, slice(k * dilation, k * dilation + (m - 1) * stride + 1, stride))]
-               for k in range(window))
+    taps = [t[(*head, slice(k * dilation, k * dilation + (m - 1) * stride + 1, stride))]
+            for k in range(window)]
+    total = taps[0]
+    for tap in taps[1:]:
+        total = total + tap
+    return total
 
 
 def exported_adaptive_avg(xc: torch.Tensor, plan: AdaptivePlan) -> torch.Tensor:
