@@ -1,8 +1,8 @@
 """The array primitives the translation is written with, any rank and layout: per-spatial-dim
 values spread over every axis of the layout (``reduce_window``'s arguments), padding the
 spatial axes with a value, one strided slice per window tap, constants over the plane that
-broadcast against it, per-plane flat indices (their dtype, the index of every cell) and the
-gather at them."""
+broadcast against it, per-plane flat indices (their dtype, the index of every cell), the
+gather at them and the scatter to them."""
 
 from __future__ import annotations
 
@@ -58,19 +58,34 @@ def plane_index(channels_first: bool, in_size: tuple[int, ...], shape: tuple, dt
 
 def take(v: jax.Array, idx: jax.Array, channels_first: bool, fill: Any) -> jax.Array:
     """``v``'s value at each per-plane flat index (``fill`` where the index is -1): one gather
-    from the flattened ``v`` (its transpose, the max gradient, is one flat scatter-add)."""
-    i = planes(idx, channels_first)
-    cells = math.prod(v.shape[2:] if channels_first else v.shape[1:-1])
-    itype = index_type((v.size,))
+    along the planes' cells with batch and channel as batching dims (its transpose, the max
+    gradient, is one batched scatter-add), so a batch or channel sharding stays as it is (a
+    gather from the flattened ``v`` made every device hold the whole batch:
+    tests/jax/test_distributed.py)."""
+    i, cells = planes(idx, channels_first), math.prod(v.shape[2:] if channels_first
+                                                      else v.shape[1:-1])
+    itype = index_type((cells,))
     with x64_scope(itype):
         i = jnp.maximum(i, 0).astype(itype)
-        n = lax.broadcasted_iota(itype, i.shape, 0)
-        if channels_first:  # (n, c, cell) -> (n * C + c) * cells + cell
-            flat = (n * v.shape[1] + lax.broadcasted_iota(itype, i.shape, 1)) * cells + i
-        else:  # (n, cell, c) -> (n * cells + cell) * C + c
-            flat = (n * cells + i) * v.shape[-1] + lax.broadcasted_iota(itype, i.shape, 2)
-        out = v.reshape(-1).at[flat.reshape(-1)].get(mode="promise_in_bounds")
+        out = jnp.take_along_axis(planes(v, channels_first), i, axis=2 if channels_first else 1,
+                                  mode="promise_in_bounds")
     return jnp.where(idx >= 0, out.reshape(idx.shape), fill)
+
+
+def put(shape: tuple[int, ...], idx: jax.Array, values: jax.Array,
+        channels_first: bool) -> jax.Array:
+    """Zeros of ``shape`` ((N, C, cells) or (N, cells, C)) with ``values`` set at the per-plane
+    indices ``idx`` (same shape as ``values``); indices past the plane are dropped. One scatter
+    along the cells with batch and channel as batching dims, in the layout as it is (no
+    transpose), so a batch or channel sharding stays as it is (a scatter into the flattened
+    output made every device hold the whole batch: tests/jax/test_distributed.py)."""
+    cells, other = (2, 1) if channels_first else (1, 2)
+    dnums = lax.ScatterDimensionNumbers(
+        update_window_dims=(), inserted_window_dims=(cells,),
+        scatter_dims_to_operand_dims=(cells,), operand_batching_dims=(0, other),
+        scatter_indices_batching_dims=(0, other))
+    return lax.scatter(jnp.zeros(shape, values.dtype), idx[..., None], values, dnums,
+                       mode=lax.GatherScatterMode.FILL_OR_DROP)
 
 
 def window_args(plan: PoolPlan) -> dict[str, Any]:

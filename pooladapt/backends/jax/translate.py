@@ -20,7 +20,7 @@ realised:
 * **global**: max is the first maximum of each plane's order keys, the value gathered there;
   avg and lp ``jnp.sum``. **adaptive**: per dim over the plan's bins (``plan.gather``), masked
   means for avg, the first maximum's key and index carried through for max. **unpool**: one
-  scatter into the flat output.
+  scatter per plane (batch and channel its batching dims: a sharding stays).
 
 Indices are found on integer keys and the value gathered at them (``ops.take``), so a max's
 gradient is one scatter-add. compile.py jits each function here once per plan; quirks.py
@@ -193,23 +193,15 @@ def adaptive_pool(x: jax.Array, plan: AdaptivePlan) -> Any:
 def max_unpool(y: jax.Array, indices: jax.Array, channels_first: bool,
                out_size: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """The unpooled tensor and the largest index (for the eager range check). One scatter
-    into the flat output, one index per value (no spare cell to slice off): negative and
-    out-of-range indices point past its end and are dropped."""
+    per plane (``ops.put``: batch and channel are its batching dims, so a sharded batch stays
+    sharded), one index per value (no spare cell to slice off): negative and out-of-range
+    indices point past the plane's end and are dropped."""
     cf, size = channels_first, math.prod(out_size)
     n, c = y.shape[0], y.shape[1 if cf else -1]
-    total = n * c * size
     i = ops.planes(indices, cf)
-    itype = ops.index_type((total,))
-    valid = (i >= 0) & (i < size)
     top = jnp.max(i, initial=-1)
-    i = i.astype(itype)
-    plane = lax.broadcasted_iota(itype, i.shape, 0) * c
-    if cf:  # (n, c, cell) -> (n * c + c) * size + cell
-        flat = (plane + lax.broadcasted_iota(itype, i.shape, 1)) * size + i
-    else:  # (n, cell, c) -> (n * size + cell) * c + c
-        flat = plane * size + i * c + lax.broadcasted_iota(itype, i.shape, 2)
-    flat = jnp.where(valid, flat, total).reshape(-1)
-    out = jnp.zeros((total,), y.dtype).at[flat].set(y.reshape(-1), mode="drop")
+    i = jnp.where((i >= 0) & (i < size), i, size).astype(ops.index_type((size,)))
+    out = ops.put((n, c, size) if cf else (n, size, c), i, ops.planes(y, cf), cf)
     return out.reshape((n, c, *out_size) if cf else (n, *out_size, c)), top
 
 
