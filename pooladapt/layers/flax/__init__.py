@@ -1,4 +1,4 @@
-"""Flax drop-in pooling modules: linen here, nnx under ``pooladapt.layers.flax.nnx``.
+"""Flax drop-in pooling modules: linen here, nnx in ``pooladapt.layers.flax.nnx``.
 
 Flax pools with functions (``flax.linen.max_pool``/``avg_pool``, the same functions in nnx);
 these modules take those functions' arguments with Flax's defaults, so
@@ -24,8 +24,6 @@ Array([ 5.,  7., 13., 15.], dtype=float32)
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -37,7 +35,6 @@ require("flax", "flax", "jax")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from flax import nnx as _nnx  # noqa: E402
 
 from pooladapt import api  # noqa: E402
 from pooladapt.spec import (  # noqa: E402
@@ -207,111 +204,7 @@ class GlobalMaxPool(nn.Module):
         return _global("max", self, inputs)
 
 
-# ---------------------------------------------------------------------------- nnx
-
-
-class _NnxPool(_nnx.Module):
-    _mode = ""
-
-    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: Padding = "VALID", *, dilation: int | Sequence[int] = 1,
-                 ceil_mode: bool = False, data_format: str = "channels_last") -> None:
-        self.window_shape, self.strides = _freeze(window_shape), _freeze(strides)
-        self.padding, self.dilation = _freeze(padding), _freeze(dilation)
-        self.ceil_mode, self.data_format = ceil_mode, data_format
-        _spec(self._mode, self)  # validate now
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        return _pool(self._mode, self, inputs)
-
-
-class _NnxMaxPool(_NnxPool):
-    """nnx max pooling as ``flax.nnx.max_pool``; see :class:`MaxPool`."""
-
-    _mode = "max"
-
-
-class _NnxAvgPool(_NnxPool):
-    """nnx average pooling as ``flax.nnx.avg_pool`` (``count_include_pad=True``)."""
-
-    _mode = "avg"
-
-    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: Padding = "VALID", count_include_pad: bool = True, **extras: Any):
-        self.count_include_pad = count_include_pad
-        super().__init__(window_shape, strides, padding, **extras)
-
-
-class _NnxLpPool(_NnxPool):
-    """nnx power-average pooling; see :class:`LpPool`."""
-
-    _mode = "lp"
-
-    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: Padding = "VALID", p: float = 2.0, **extras: Any):
-        self.p = p
-        super().__init__(window_shape, strides, padding, **extras)
-
-
-class _NnxAdaptive(_nnx.Module):
-    _mode = ""
-
-    def __init__(self, output_size: int | Sequence[int | None], *,
-                 data_format: str = "channels_last") -> None:
-        self.output_size, self.data_format = _freeze(output_size), data_format
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        return _adaptive(self._mode, self, inputs)
-
-
-class _NnxAdaptiveAvgPool(_NnxAdaptive):
-    """nnx adaptive average pooling; see :class:`AdaptiveAvgPool`."""
-
-    _mode = "avg"
-
-
-class _NnxAdaptiveMaxPool(_NnxAdaptive):
-    """nnx adaptive max pooling; see :class:`AdaptiveMaxPool`."""
-
-    _mode = "max"
-
-
-class _NnxGlobal(_nnx.Module):
-    _mode = ""
-
-    def __init__(self, keepdims: bool = False, *, data_format: str = "channels_last") -> None:
-        self.keepdims, self.data_format = keepdims, data_format
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        return _global(self._mode, self, inputs)
-
-
-class _NnxGlobalAvgPool(_NnxGlobal):
-    """nnx global average pooling."""
-
-    _mode = "avg"
-
-
-class _NnxGlobalMaxPool(_NnxGlobal):
-    """nnx global max pooling."""
-
-    _mode = "max"
-
-
-def _nnx_module() -> types.ModuleType:
-    """``pooladapt.layers.flax.nnx``: the same modules as ``flax.nnx.Module`` classes."""
-    module = types.ModuleType(f"{__name__}.nnx", _nnx_module.__doc__)
-    for cls in (_NnxMaxPool, _NnxAvgPool, _NnxLpPool, _NnxAdaptiveAvgPool,
-                _NnxAdaptiveMaxPool, _NnxGlobalAvgPool, _NnxGlobalMaxPool):
-        cls.__name__ = cls.__qualname__ = cls.__name__.removeprefix("_Nnx")
-        cls.__module__ = module.__name__
-        setattr(module, cls.__name__, cls)
-    module.__all__ = sorted(n for n in vars(module) if not n.startswith("_"))
-    sys.modules[module.__name__] = module  # `from pooladapt.layers.flax.nnx import MaxPool`
-    return module
-
-
-nnx = _nnx_module()
+from pooladapt.layers.flax import nnx  # noqa: E402  (the same modules as flax.nnx classes)
 
 __all__ = ["AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool",
            "LpPool", "MaxPool", "nnx"]
