@@ -16,6 +16,7 @@ import tensorflow as tf
 from pooladapt import lowering
 from pooladapt.backends.base import Backend
 from pooladapt.backends.tensorflow import fast, quirks, translate
+from pooladapt.backends.tensorflow.compile import portable
 from pooladapt.plan import PoolPlan
 
 
@@ -73,4 +74,4 @@ class TensorflowBackend(Backend):
 
 BACKEND = TensorflowBackend()
 
-__all__ = ["BACKEND", "TensorflowBackend"]
+__all__ = ["BACKEND", "TensorflowBackend", "portable"]

@@ -8,7 +8,9 @@ a traced graph keeps the routes of its tracing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -28,6 +30,41 @@ def in_xla() -> bool:
         return False
     enclosing = getattr(tf.__internal__, "get_enclosing_xla_context", None)
     return enclosing is None or enclosing() is not None
+
+
+def builtin_graph() -> bool:
+    """True while tracing a graph outside XLA: the graph a SavedModel, ``model.export``, the
+    TFLite converter or tf2onnx receive. There the exact max holds builtin ops only (no bit
+    casts or bitwise ops: ``quirks.max_of_builtins``); eagerly and under XLA it compares
+    integer order keys, exact on subnormals too (``quirks.max_of_keys``)."""
+    return not tf.executing_eagerly() and not in_xla()
+
+
+_PORTABLE = threading.local()
+
+
+@contextlib.contextmanager
+def portable() -> Iterator[None]:
+    """Trace graphs that TFLite converts with builtin ops only: inside this block a traced
+    max pool pads a copy and pools it VALID instead of MaxPool's explicit padding (which
+    TFLite lacks: ceil mode, asymmetric or non-SAME pads), and no speed route that TFLite
+    cannot run (TF's NCHW kernel) is taken. Outside it graphs keep the faster forms. Trace
+    (``get_concrete_function``, ``model.export``) inside the block::
+
+        with pooladapt.backends.tensorflow.portable():
+            concrete = f.get_concrete_function(spec)
+    """
+    before = getattr(_PORTABLE, "on", False)
+    _PORTABLE.on = True
+    try:
+        yield
+    finally:
+        _PORTABLE.on = before
+
+
+def in_portable() -> bool:
+    """True while tracing a graph inside :func:`portable`."""
+    return getattr(_PORTABLE, "on", False) and not tf.executing_eagerly()
 
 
 def may_record() -> bool:

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from pooladapt import config, lowering
 from pooladapt.backends.tensorflow import quirks
-from pooladapt.backends.tensorflow.compile import batch_size, branch, in_xla
+from pooladapt.backends.tensorflow.compile import batch_size, branch, in_portable, in_xla
 from pooladapt.plan import PoolPlan
 
 NCHW_KERNEL = "tensorflow.nchw_kernel"
@@ -74,12 +74,12 @@ def nchw_route(x: tf.Tensor, plan: PoolPlan) -> bool:
     """Pool the channels-first ``x`` on TF's NCHW kernel? It applies to a 2-D plan without
     dilation with a kernel for the dtype it is pooled in (sums: ``lowering.accumulator``'s),
     not under XLA (which compiles its own; its NCHW MaxPool gradient with SAME padding
-    misplaces ties)."""
+    misplaces ties), nor in a graph traced for TFLite (``compile.portable``)."""
     spec = plan.spec
     kind, dtype = ("MAX", x.dtype) if spec.mode == "max" else (
         "AVG", tf.as_dtype(lowering.accumulator(x.dtype.name)))
     if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
-            and quirks.nchw_kernel(kind, dtype)) or in_xla():
+            and quirks.nchw_kernel(kind, dtype)) or in_xla() or in_portable():
         return False
     cells = x.shape.num_elements()
     return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= tuning().nchw_channels

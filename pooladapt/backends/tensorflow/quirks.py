@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-from pooladapt.backends.tensorflow.compile import batch_size, in_xla, may_record
+from pooladapt.backends.tensorflow.compile import batch_size, in_portable, in_xla, may_record
 from pooladapt.plan import PoolPlan
 
 Pool = Callable[..., tf.Tensor]  # pool(x, window, stride, padding, dilation) of channels-last x
@@ -78,8 +78,10 @@ def _explicit_fits(plan: PoolPlan) -> bool:
 def explicit_max_padding(plan: PoolPlan) -> bool:
     """MaxPool's own explicit padding (pads of -inf, no padded copy) takes the plan: no
     dilation, each high pad shorter than the window, and not under XLA, which has none
-    (D1: ``test_d1_explicit_padding_exists_for_max_only``; AvgPool has none either)."""
-    return _explicit_fits(plan) and not in_xla()
+    (D1: ``test_d1_explicit_padding_exists_for_max_only``; AvgPool has none either), nor in
+    a graph traced for TFLite (``compile.portable``: ``test_tflite_converts_with_builtin_ops_
+    only``, tests/tensorflow/test_export.py)."""
+    return _explicit_fits(plan) and not in_xla() and not in_portable()
 
 
 def same_max_misroutes_ties() -> bool:
@@ -173,14 +175,21 @@ def may_drop_nan(x: tf.Tensor, known: bool | None = None) -> Any:
     minimum (TF's eager reduce_min propagates NaN); in a graph a boolean tensor from one sum,
     not finite then (nor on overflow, which only costs the exact path; float16, whose sums
     overflow easily, checks its cells), since XLA's min and max drop NaN
-    (``test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla``)."""
+    (``test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla``). "Not finite" is
+    ``s != s or s == inf or s == -inf``: builtin ops that TFLite and ONNX have (TFLite has no IsFinite;
+    never ``not |s| < inf``, which grappler rewrites to ``|s| >= inf``, False for NaN)."""
     if known is not None:
         return known
     if tf.executing_eagerly():
         return bool(x.shape.num_elements()) and not bool(tf.reduce_min(x) > -np.inf)
     if x.dtype == tf.float16:
-        return tf.reduce_any(~tf.math.is_finite(x))
-    return ~tf.math.is_finite(tf.reduce_sum(x))
+        return tf.reduce_any(_not_finite(x))
+    return _not_finite(tf.reduce_sum(x))
+
+
+def _not_finite(t: tf.Tensor) -> tf.Tensor:
+    return tf.logical_or(tf.not_equal(t, t),
+                         tf.logical_or(tf.equal(t, np.inf), tf.equal(t, -np.inf)))
 
 
 _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
@@ -212,11 +221,40 @@ def max_of_keys(x: tf.Tensor, y: tf.Tensor, pool_keys: Callable[..., tf.Tensor])
     return tf.where(tf.equal(keys, order_key(y)), y, exact)
 
 
+def max_of_builtins(x: tf.Tensor, pool: Callable[[tf.Tensor], tf.Tensor],
+                    axis: int) -> tf.Tensor:
+    """The exact max of the float ``x`` (D5) with builtin ops only, for graphs that TFLite
+    and tf2onnx convert (no bit casts or bitwise ops; ``compile.builtin_graph``): one MaxPool
+    (``pool``) of the values with NaN as -inf beside a flag per cell (2: NaN, 1: above -inf,
+    0: -inf), concatenated along the channel ``axis``; a window whose flag is 2 is NaN, 0
+    -inf (MaxPool starts from the lowest finite value, and a runtime's kernel may drop or
+    keep NaN: neither reaches the result), 1 MaxPool's value and gradient (the first
+    maximum); NaN and -inf windows carry no gradient, as in :func:`max_of_keys`
+    (``test_tflite_converts_with_builtin_ops_only``, tests/tensorflow/test_export.py)."""
+    nan = tf.not_equal(x, x)
+    minus_inf = tf.constant(-np.inf, x.dtype)
+    values = tf.where(nan, minus_inf, x)
+    flags = tf.where(nan, tf.constant(2, x.dtype), tf.cast(x > minus_inf, x.dtype))
+    y, flag = tf.split(pool(tf.concat([values, flags], axis)), 2, axis)
+    return tf.where(flag > 1, tf.constant(np.nan, x.dtype), tf.where(flag > 0, y, _minus_inf(y)))
+
+
+def _minus_inf(y: tf.Tensor) -> tf.Tensor:
+    """-inf where MaxPool's ``y`` is -inf or the lowest finite value (and no gradient), for a
+    ``tf.where`` that converters keep: ``y * inf``, not a constant -inf, which the TFLite
+    converter stores as the lowest finite value (its inf, stored as the largest finite value,
+    still overflows the product to -inf), and tf2onnx keeps the select as an ONNX Where beside
+    a product with an infinite constant (elsewhere it rewrites a select of two tensors as
+    ``c * a + (1 - c) * b``, NaN wherever a or b is infinite)."""
+    return tf.stop_gradient(y) * tf.constant(np.inf, y.dtype)
+
+
 def minus_inf_where_empty(y: tf.Tensor, empty: tf.Tensor) -> tf.Tensor:
     """MaxPool starts from the lowest finite value: a window of padding only (``empty``, the
     plan's ``empty_windows`` shaped like ``y``; dilation makes them) comes out as -3.4e38
-    instead of -inf (``test_all_padding_windows``, tests/conformance/test_edges.py)."""
-    return tf.where(empty, tf.constant(-np.inf, y.dtype), y)
+    instead of -inf (``test_all_padding_windows``, tests/conformance/test_edges.py); the -inf
+    is made as converters keep it (:func:`_minus_inf`)."""
+    return tf.where(empty, _minus_inf(y), y)
 
 
 # ---------------------------------------------------------------------------- subnormals
@@ -239,5 +277,7 @@ def subnormal_deviations() -> dict[str, str]:
         f"TensorFlow's CPU kernels and casts (XLA included) here treat {d} subnormals as "
         "zero: an average or lp result below the smallest normal number comes out 0, and a "
         "max compares a subnormal equal to 0 (so [0, tiny] may give 0, index 0), unless the "
-        "input also holds a NaN or -inf, which takes the exact path")
+        "input also holds a NaN or -inf and the call runs eagerly or under XLA, where that "
+        "takes the exact path on integer keys (a plain tf.function's exact path is builtin "
+        "ops, for TFLite and ONNX, and flushes as MaxPool does)")
         for d in ("bfloat16", "float32", "float64") if flushes_subnormals(tf.as_dtype(d))}

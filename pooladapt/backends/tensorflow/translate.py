@@ -9,7 +9,9 @@ plan feature is realised:
   pairs); elsewhere the input is padded by ``plan.total_pads`` (with ``lowering.lowest`` for
   max, zeros for sums) and pooled VALID.
 * **max**: MaxPool, whose gradient goes to the first maximum. It drops NaN (D5): where the
-  input holds a NaN or -inf the pool is redone exactly on integer order keys (quirks.py).
+  input holds a NaN or -inf the pool is redone exactly, eagerly and under XLA on integer
+  order keys, in a plain graph with builtin ops only, which TFLite and tf2onnx convert
+  (quirks.py; ``compile.portable`` also drops MaxPool's explicit padding, which TFLite lacks).
 * **avg**: AvgPool in ``lowering.accumulator``'s dtype; the mean of a padded copy, over
   whole windows, is rescaled by the plan's divisor map where a window counts fewer cells.
 * **lp** (``lowering.lp_steps``): the window sums of ``|x| ** p``, then the root; a zero sum
@@ -37,7 +39,7 @@ import tensorflow as tf
 
 from pooladapt import lowering
 from pooladapt.backends.tensorflow import fast, quirks
-from pooladapt.backends.tensorflow.compile import batch_size, branch, static_plane
+from pooladapt.backends.tensorflow.compile import batch_size, branch, builtin_graph, static_plane
 from pooladapt.backends.tensorflow.quirks import to_first, to_last
 from pooladapt.plan import AdaptivePlan, Pads, PoolPlan, resolve_plan
 from pooladapt.spec import GlobalSpec, UnpoolSpec
@@ -61,9 +63,14 @@ def max_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
     y = window_pool(x, plan, nchw, padding)
     if not x.dtype.is_floating:
         return y
+    if builtin_graph():  # builtin ops only: TFLite and tf2onnx convert the graph
+        exact = partial(quirks.max_of_builtins, x, lambda t: window_pool(t, plan, nchw, padding),
+                        1 if nchw else -1)
+    else:
+        exact = partial(quirks.max_of_keys, x, y, lambda keys, fill: window_pool(
+            keys, plan, nchw, padding, fill))
     # route: a small CPU tensor checked for NaN on the host
-    y = branch(quirks.may_drop_nan(x, fast.nan_check_on_host(x)), lambda: quirks.max_of_keys(
-        x, y, lambda keys, fill: window_pool(keys, plan, nchw, padding, fill)), lambda: y)
+    y = branch(quirks.may_drop_nan(x, fast.nan_check_on_host(x)), exact, lambda: y)
     return quirks.minus_inf_where_empty(y, plane_constant(
         plan.empty_windows, tf.bool, nchw)) if plan.all_padding_windows else y
 
