@@ -165,3 +165,30 @@ def test_saved_model_reloads_without_pooladapt(tmp_path):
                     str(tmp_path / "y.npy")], check=True, env=env, cwd=tmp_path)
     want = oracle.pool(x, make_spec("max", 3, 2, ceil_mode=True, ndim=2))
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+
+
+def test_keras_model_export_serves_without_pooladapt(tmp_path):
+    keras = pytest.importorskip("keras")
+    import pooladapt.layers.keras as pk
+
+    model = keras.Sequential([
+        keras.Input((9, 8, 3)),
+        pk.MaxPooling2D(3, strides=2, padding=1, ceil_mode=True),
+        pk.AveragePooling2D(2, strides=1, padding="same"),
+    ])
+    x = _input((2, 9, 8, 3))
+    x[np.isnan(x)] = 1.5  # the average's NaN would hide the max's
+    model.export(str(tmp_path / "served"))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, tensorflow as tf\n"
+            "served = tf.saved_model.load(sys.argv[1])\n"
+            "np.save(sys.argv[3], served.serve(tf.constant(np.load(sys.argv[2]))).numpy())\n"
+            "assert 'pooladapt' not in sys.modules\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "served"),
+                    str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                   check=True, env=env, cwd=tmp_path)
+    pooled = oracle.pool(x, make_spec("max", 3, 2, 1, ceil_mode=True, ndim=2))
+    want = oracle.pool(pooled, make_spec("avg", 2, 1, "same", ndim=2))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(model(x)), want, rtol=1e-6)
