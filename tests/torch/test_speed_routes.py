@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ SEPARABLE, UNFOLD, CHANNELS_LAST = "torch.separable_max", "torch.unfold_max", \
     "torch.channels_last_max"
 UNIT_CHANNEL, LIFT_1D, FIXUP_CHECK = "torch.unit_channel_view", "torch.lift_1d_max", \
     "torch.index_fixup_check"
+SEPARABLE_GRAD = "torch.separable_max_grad"
 SMALL = fast.TUNING.separable_min // 8  # cells: no route's tuning takes these
 LARGE = 2 * max(fast.TUNING.separable_min, fast.TUNING.channels_last_min)  # cells: every one does
 
@@ -241,6 +243,185 @@ def test_autograd_keeps_torchs_kernel_and_the_first_maximum_gets_the_gradient(fm
         got = tb.BACKEND.pool(x, spec.plan(x.shape))
     assert SEPARABLE in config.routes_taken and not got.requires_grad
     _assert_equal(got, oracle.pool(x_np, spec), "float64")
+
+
+# ------------------------------------------------------------------ the recorded-tap max (autograd)
+
+
+def _grad_of(x_np: np.ndarray, spec, g_np: np.ndarray, *routes: str):
+    """Values and input gradient of the pool through the backend, the named routes forced."""
+    x = tb.BACKEND.from_numpy(x_np).requires_grad_(True)
+    with forced(*routes):
+        y = tb.BACKEND.pool(x, spec.plan(x.shape))
+    y.backward(tb.BACKEND.from_numpy(g_np))
+    return y, x.grad
+
+
+def _assert_grad(got: torch.Tensor, x_np: np.ndarray, spec, g_np: np.ndarray) -> None:
+    """The oracle's gradient: each window's to its first maximum (NaN first); the sum of a
+    cell that wins several windows is rounded in the dtype, within the conformance bound
+    (``conformance.gradient_tolerance``'s: each partial sum rounded, up to a window's taps)."""
+    x64, dtype = x_np.astype(np.float64), str(x_np.dtype)
+    want = oracle.pool_vjp(x64, spec, g_np.astype(np.float64))
+    magnitude = oracle.pool_vjp(x64, spec, np.abs(g_np.astype(np.float64)))
+    n = int(np.prod(spec.window))
+    tol = 4 * (n + 2) * conformance.EPS[dtype] * magnitude + n * conformance.TINY[dtype]
+    got_np = tb.BACKEND.to_numpy(got).astype(np.float64)
+    assert np.array_equal(np.isnan(got_np), np.isnan(want))
+    np.testing.assert_array_less(np.abs(np.nan_to_num(got_np - want)), tol + 1e-300)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(("ndim", "kw", "unfolds"), GEOMETRIES, ids=str)
+def test_recorded_max_gradient_goes_to_the_first_maximum(ndim, kw, unfolds, fmt, dtype):
+    """Ties, NaN, +-inf and windows of padding only, forward and gradient, every layout."""
+    spec = make_spec("max", **kw, ndim=ndim, data_format=fmt)
+    x_np = _special(_layout((2, 3, *(13, 12, 7)[:ndim]), fmt), dtype)
+    g_np = RNG.standard_normal(spec.output_shape(x_np.shape)).astype(x_np.dtype)
+    y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+    assert SEPARABLE_GRAD in config.routes_taken
+    _assert_equal(y.detach(), oracle.pool(x_np, spec), dtype)
+    _assert_grad(dx, x_np, spec, g_np)
+    assert dx.stride() == tb.BACKEND.from_numpy(x_np).stride()  # the input's layout
+
+
+@settings(max_examples=max(20, settings().max_examples // 2))
+@given(example=cases_with_inputs(pool_cases()))
+def test_recorded_max_gradient_on_random_specs(example):
+    case, x_np = example
+    if x_np.dtype.kind != "f" and str(x_np.dtype) != "bfloat16":
+        x_np = x_np.astype(np.float32)
+    kw = {k: v for k, v in case.kwargs.items()
+          if k not in ("mode", "p", "count_include_pad", "return_indices")}
+    spec = make_spec("max", **kw, ndim=case.ndim)
+    g_np = RNG.standard_normal(spec.output_shape(x_np.shape)).astype(x_np.dtype)
+    y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+    if x_np.shape[1 if spec.channels_first else -1] and x_np.size:
+        assert SEPARABLE_GRAD in config.routes_taken
+    _assert_equal(y.detach(), oracle.pool(x_np, spec), str(x_np.dtype))
+    _assert_grad(dx, x_np, spec, g_np)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+@pytest.mark.parametrize(("window", "dilation", "padding"), [
+    ((1, 2, 1), (1, 2, 1), "same"),  # hypothesis: a NaN reached by one tap, under padding only
+    ((1, 2, 1), (1, 1, 1), ((0, 0), (1, 1), (0, 0))),  # no tap reaches every output
+    ((1, 2, 2), (1, 2, 1), ((0, 0), (1, 1), (1, 1))),  # both: NO_TAP from NaN, no NaN out
+])
+@pytest.mark.parametrize("value", [np.nan, -np.inf, 1.0])
+def test_recorded_max_an_output_whose_taps_are_all_nan_or_padding(window, dilation, padding,
+                                                                  dtype, value):
+    """A dim that no tap starts may keep NO_TAP where its taps are all NaN and NaN is not taken
+    over (no NaN in the result): that output's gradient goes to the spare cell."""
+    spec = make_spec("max", window, 1, padding, dilation=dilation, ndim=3,
+                     data_format="channels_first")
+    for shape in ((1, 1, 1, 1, 1), (2, 1, 2, 1, 3)):
+        x_np = np.full(shape, value, dtype)
+        g_np = RNG.standard_normal(spec.output_shape(shape)).astype(dtype)
+        y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+        assert SEPARABLE_GRAD in config.routes_taken
+        _assert_equal(y.detach(), oracle.pool(x_np, spec), dtype)
+        _assert_grad(dx, x_np, spec, g_np)
+
+
+def test_auto_leaves_a_small_recorded_max_to_torch():
+    x = torch.randn(2, 8, 48, 48, requires_grad=True)
+    assert fast.TUNING.separable_min <= x.numel() < fast.TUNING.grad_min
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    with _Recorder() as rec:
+        tb.BACKEND.pool(x, spec.plan(x.shape))
+    assert "max_pool2d" in rec.names and "maximum" not in rec.names
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(2, 3, 12, 10), (2, 3, 9, 7)])  # cells that pair up; not
+def test_recorded_max_passes_an_infinite_or_nan_gradient_to_the_winner_alone(shape, dtype):
+    """A product with the 0/1 mask would spread inf and NaN to every tap: the losers get 0."""
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    x_np = RNG.standard_normal(shape).astype(dtype)  # no ties: torch's kernel agrees
+    g_np = RNG.standard_normal(spec.output_shape(shape)).astype(dtype)
+    g_np.reshape(-1)[[0, 5, 9]] = [np.inf, -np.inf, np.nan]
+    _, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+    assert SEPARABLE_GRAD in config.routes_taken
+    x = torch.from_numpy(x_np).requires_grad_(True)
+    F.max_pool2d(x, 3, 2, 1).backward(torch.from_numpy(g_np))
+    torch.testing.assert_close(dx, x.grad, equal_nan=True)  # a cell that wins twice: sums
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_recorded_max_gradient_of_the_gradient(fmt):
+    """create_graph: the gradient is differentiable in the cotangent, as torch's is."""
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format=fmt)
+    x_np = RNG.standard_normal(_layout((2, 3, 9, 8), fmt))  # no ties: torch's kernel agrees
+    shape = spec.output_shape(x_np.shape)
+    g_np, v = RNG.standard_normal(shape), torch.from_numpy(RNG.standard_normal(x_np.shape))
+    perm, back = ((0, 3, 1, 2), (0, 2, 3, 1)) if fmt == "channels_last" else ((0, 1, 2, 3),) * 2
+    grads = []
+    for route in (True, False):  # the route forced; torch's max pool
+        x = torch.from_numpy(x_np).requires_grad_(True)
+        g = torch.from_numpy(g_np).requires_grad_(True)
+        if route:
+            with forced(SEPARABLE_GRAD):
+                y = tb.BACKEND.pool(x, spec.plan(x.shape))
+            assert SEPARABLE_GRAD in config.routes_taken
+        else:
+            y = F.max_pool2d(x.permute(perm), 3, 2, 1).permute(back)
+        (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
+        grads.append((dx, *torch.autograd.grad((dx * v).sum(), g)))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_recorded_max_leaves_torch_func_to_torch():
+    """torch.func transforms have no rule for the route's autograd function: not taken."""
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    with forced(SEPARABLE_GRAD):
+        got = torch.func.grad(lambda t: tb.BACKEND.pool(t, spec.plan(t.shape)).sum())(x)
+    assert SEPARABLE_GRAD not in config.routes_taken
+    want = torch.func.grad(lambda t: F.max_pool2d(t, 3, 2, 1).sum())(x)
+    torch.testing.assert_close(got, want)
+
+
+def test_recorded_max_pools_a_few_batch_items_at_a_time(monkeypatch):
+    monkeypatch.setattr(fast, "TUNING", replace(fast.TUNING, grad_chunk=1))  # one at a time
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    x_np = _special((5, 2, 9, 8), "float64")
+    g_np = RNG.standard_normal(spec.output_shape(x_np.shape))
+    y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+    _assert_equal(y.detach(), oracle.pool(x_np, spec), "float64")
+    _assert_grad(dx, x_np, spec, g_np)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_auto_takes_the_recorded_max_within_its_thread_count(monkeypatch, threads):
+    monkeypatch.setattr(fast, "TUNING", replace(fast.TUNING, grad_threads=threads))
+    x = torch.randn(1, 16, 384, 384, requires_grad=True)
+    assert x.numel() >= max(fast.TUNING.grad_min, fast.TUNING.grad_threaded_min)
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    with _Recorder() as rec:
+        y = tb.BACKEND.pool(x, spec.plan(x.shape))
+    taken = torch.get_num_threads() <= threads
+    assert ("maximum" in rec.names) == taken and ("max_pool2d" in rec.names) != taken
+    assert not {"contiguous", "clone", "pad"} & set(rec.names), rec.names  # NCHW throughout
+    y.backward(torch.ones_like(y))
+    want = x.detach().requires_grad_(True)
+    F.max_pool2d(want, 3, 2, 1).backward(torch.ones_like(y))
+    assert torch.equal(x.grad, want.grad)  # float32 data: no ties, the same sums
+
+
+def test_autograd_pools_contiguous_nchw_in_its_own_format():
+    """The channels_last format would convert the gradient both ways: not taken in auto."""
+    x = torch.randn(2, 16, 64, 64, requires_grad=True)
+    assert x.numel() >= fast.TUNING.channels_last_min
+    spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
+    with pa.speed_routes("on", only=CHANNELS_LAST), _Recorder() as rec:
+        tb.BACKEND.pool(x, spec.plan(x.shape))
+    assert rec.pooled[0].is_contiguous(memory_format=torch.channels_last)  # forced: it can
+    with _Recorder() as rec:
+        tb.BACKEND.pool(x, spec.plan(x.shape))
+    assert not any(t.is_contiguous(memory_format=torch.channels_last) for t in rec.pooled)
 
 
 # ------------------------------------------------------------------ channels_last memory format
@@ -496,16 +677,17 @@ def test_every_route_asked_for_is_declared_and_reached():
     """Forced on, these inputs reach each route; no route outside ``speed_routes`` is asked."""
     config.routes_taken.difference_update(ROUTES)
     calls = [
-        (make_spec("max", 4, ndim=2, data_format="channels_first"), (2, 3, 8, 8)),
+        (make_spec("max", 4, ndim=2, data_format="channels_first"), (2, 3, 8, 8), False),
         (make_spec("max", 3, 2, 1, return_indices=True, ndim=2, data_format="channels_first"),
-         (2, 3, 8, 8)),
-        (make_spec("max", 3, 2, 1, ndim=2, data_format="channels_last"), (2, 8, 8, 1)),
+         (2, 3, 8, 8), False),
+        (make_spec("max", 3, 2, 1, ndim=2, data_format="channels_last"), (2, 8, 8, 1), False),
         (make_spec("max", 3, 2, 1, return_indices=True, ndim=1, data_format="channels_last"),
-         (2, 9, 3)),
+         (2, 9, 3), False),
+        (make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first"), (2, 3, 8, 8), True),
     ]
     with pa.speed_routes("on"):
-        for spec, shape in calls:
-            tb.BACKEND.pool(torch.randn(shape), spec.plan(shape))
+        for spec, shape, grad in calls:
+            tb.BACKEND.pool(torch.randn(shape, requires_grad=grad), spec.plan(shape))
     assert config.routes_taken == set(ROUTES)
 
 
