@@ -435,8 +435,10 @@ def _fractional_samples(be: Backend, samples: Any, native: bool, name: str,
                         f"rule's precision), got dtype {dtype}")
     shape = tuple(samples.shape)
     batch, channels, ndim = expected
-    if len(shape) != 3 or shape[0] < batch or shape[1] != channels or shape[2] != ndim:
-        raise ValueError(f"random_samples must have shape (N >= {batch}, {channels}, {ndim}): "
+    short = batch is not None and shape[0] is not None and shape[0] < batch
+    if len(shape) != 3 or short or shape[1] != channels or shape[2] != ndim:
+        least = "the batch" if batch is None else batch
+        raise ValueError(f"random_samples must have shape (N >= {least}, {channels}, {ndim}): "
                          f"(batch, channels, one sample per spatial dim), got {shape!r}")
     if not be.tracing() and math.prod(shape):
         values = be.to_numpy(samples).astype(np.float64)
@@ -453,7 +455,8 @@ def run_fractional(x: Any, spec: FractionalSpec, random_samples: Any = None,
     impl = fractional_backend(be.name)
     shape = tuple(xt.shape)
     plan = spec.plan(shape)
-    expected = (int(shape[0]), int(shape[spec.channel_axis]), spec.ndim)
+    batch = shape[0] if shape[0] is None else int(shape[0])  # None: a graph's unknown batch
+    expected = (batch, int(shape[spec.channel_axis]), spec.ndim)
     samples = (impl.draw_samples(xt, expected) if random_samples is None else
                _fractional_samples(be, random_samples, native, be.name, expected))
     out = _finish(be, impl.fractional_max_pool(xt, plan, samples), native)

@@ -133,3 +133,17 @@ def test_windows_that_do_not_fit_and_bad_ranks():
         spec2d(2, 2).plan((1, 5, 9))
     with pytest.raises(ValueError, match="2 or 3 spatial dims"):
         make_fractional_spec(2, 2, ndim=1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_numpy_draws_below_one_where_rounding_would_reach_it(dtype, monkeypatch):
+    # a float64 draw of 1 - 2**-20 rounds to 1.0 in every 16-bit float (and float32 keeps
+    # it); the samples must stay in [0, 1): a sample of 1 starts a window past the input
+    from pooladapt.backends.numpy import fractional
+
+    dt = np.dtype(pytest.importorskip("ml_dtypes").bfloat16) if dtype == "bfloat16" else (
+        np.dtype(dtype))
+    monkeypatch.setattr(np.random, "random", lambda shape: np.full(shape, 1 - 2**-20))
+    u = fractional.draw_samples(np.zeros((1, 1, 4, 4), dt), (1, 1, 2))
+    assert u.dtype == dt and (u.astype(np.float64) < 1).all()
+    assert (u.astype(np.float64) >= 0.99).all()

@@ -3,11 +3,9 @@ window rule in every float dtype (XLA keeps float16/bfloat16's rounding of each 
 NaN, -inf, integers and the gradient as the oracle has them, and the samples drawn from TF's
 random ops in the input's dtype. tests/conformance/test_fractional.py checks eager calls.
 
-Given samples are checked by the public call eagerly only: in a graph it would read their
-values, which needs the backend to say it is tracing (``Backend.tracing``), which the
-TensorFlow backend does not yet. So the graph tests call the backend's
-``fractional_max_pool`` with the plan, and
-:func:`test_given_samples_through_the_public_call_in_graphs` pins that gap (strict xfail)."""
+Given samples are checked by the public call eagerly; in a graph (the backend says it is
+tracing) their values are not read, and a graph's unknown batch draws its samples at run
+time."""
 
 from __future__ import annotations
 
@@ -156,10 +154,6 @@ def test_drawn_samples_give_valid_windows_in_graphs(mode):
     np.testing.assert_array_equal(got, np.moveaxis(y.numpy(), -1, 1).reshape(2, 3, -1))
 
 
-@pytest.mark.xfail(raises=AttributeError, strict=True, reason=(
-    "the public call reads given samples' values unless Backend.tracing() is true; the "
-    "TensorFlow backend (pooladapt/backends/tensorflow/__init__.py) does not override it, "
-    "so in a graph it calls .numpy() on a symbolic tensor"))
 @pytest.mark.parametrize("mode", ["function", "xla"])
 def test_given_samples_through_the_public_call_in_graphs(mode):
     x = np.random.default_rng(6).standard_normal((2, 3, 9, 8)).astype(np.float32)
@@ -169,3 +163,18 @@ def test_given_samples_through_the_public_call_in_graphs(mode):
         tf.constant(x), tf.constant(samples))
     spec = make_fractional_spec(2, (4, 4), None, ndim=2, data_format="channels_first")
     np.testing.assert_array_equal(y.numpy(), oracle.fractional_max_pool(x, spec, samples))
+
+
+@pytest.mark.parametrize("mode", ["function", "xla"])
+def test_unknown_batch_in_a_graph_draws_samples_at_run_time(mode):
+    fn = tf.function(lambda t: pa.fractional_max_pool2d(t, 2, (4, 4), return_indices=True),
+                     input_signature=[tf.TensorSpec([None, 9, 8, 3], tf.float32)],
+                     jit_compile=mode == "xla")
+    x = np.random.default_rng(8).standard_normal((5, 9, 8, 3)).astype(np.float32)
+    y, idx = fn(tf.constant(x))
+    assert y.shape == idx.shape == (5, 4, 4, 3)
+    planes = np.moveaxis(x, -1, 1).reshape(5, 3, -1)
+    got = np.take_along_axis(planes, np.moveaxis(idx.numpy(), -1, 1).reshape(5, 3, -1), -1)
+    np.testing.assert_array_equal(got, np.moveaxis(y.numpy(), -1, 1).reshape(5, 3, -1))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 2))
+    assert np.isin(y.numpy(), windows.max(axis=(-1, -2))).all()  # each a 2x2 window's max

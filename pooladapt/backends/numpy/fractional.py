@@ -25,8 +25,13 @@ def draw_samples(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     if dtype == np.float64:
         return u
     u = u.astype(dtype)
-    # rounding to a narrower dtype may reach 1.0: such samples take the largest bfloat16 below 1
-    return np.where(u.astype(np.float32) >= 1, np.asarray(1 - 2**-9, dtype=dtype), u)
+    # rounding to a narrower dtype may reach 1.0: such samples take the dtype's largest below 1
+    if dtype.kind == "V":  # bfloat16 exists only where ml_dtypes is installed
+        import ml_dtypes
+        epsneg = float(ml_dtypes.finfo(dtype).epsneg)
+    else:
+        epsneg = float(np.finfo(dtype).epsneg)
+    return np.where(u.astype(np.float32) >= 1, np.asarray(1 - epsneg, dtype=dtype), u)
 
 
 def window_cells(plan: FractionalPlan, samples: np.ndarray) -> np.ndarray:

@@ -42,6 +42,10 @@ class TensorflowBackend(Backend):
     def version(self) -> str:
         return tf.__version__
 
+    def tracing(self) -> bool:
+        """True inside ``tf.function`` (XLA included): tensors are symbolic there."""
+        return not tf.executing_eagerly()
+
     def lowers_natively(self, plan: PoolPlan, dtype_name: str) -> bool | None:
         """The translation's own choice: one TF pool (a layout change aside) where the op's
         padding gives the plan's windows (``translate.native_padding``) and the op takes the

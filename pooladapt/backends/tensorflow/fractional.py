@@ -32,14 +32,16 @@ from pooladapt.backends.tensorflow.quirks import order_key, to_first, to_last
 from pooladapt.plan import FRACTIONAL_SAMPLE_DIMS, FractionalPlan
 
 
-def draw_samples(x: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+def draw_samples(x: tf.Tensor, shape: tuple[int | None, int, int]) -> tf.Tensor:
     """Uniform samples in [0, 1) from TF's random ops (``tf.random.uniform``: the global seed
     of ``tf.random.set_seed`` and the op's own, a stateful op inside ``tf.function`` and
     XLA, as torch's layers use torch's global generator), in x's floating dtype (float64 for
     integer input). A draw that reaches 1 (should a kernel draw a 16-bit float in float32 and
-    round it) takes the dtype's largest value below 1."""
+    round it) takes the dtype's largest value below 1. A batch of None (unknown while
+    tracing) is read from ``x`` at run time."""
     dtype = x.dtype if x.dtype.is_floating else tf.float64
-    u = tf.random.uniform(shape, dtype=dtype)
+    batch = tf.shape(x)[0] if shape[0] is None else shape[0]  # a graph's unknown batch
+    u = tf.random.uniform(tf.stack([batch, *shape[1:]]), dtype=dtype)
     return tf.minimum(u, tf.constant(1 - ml_dtypes.finfo(dtype.as_numpy_dtype).epsneg, dtype))
 
 

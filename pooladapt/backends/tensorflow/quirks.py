@@ -176,8 +176,9 @@ def may_drop_nan(x: tf.Tensor, known: bool | None = None) -> Any:
     not finite then (nor on overflow, which only costs the exact path; float16, whose sums
     overflow easily, checks its cells), since XLA's min and max drop NaN
     (``test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla``). "Not finite" is
-    ``s != s or s == inf or s == -inf``: builtin ops that TFLite and ONNX have (TFLite has no IsFinite;
-    never ``not |s| < inf``, which grappler rewrites to ``|s| >= inf``, False for NaN)."""
+    ``s != s or s == inf or s == -inf``: builtin ops that TFLite and ONNX have (TFLite has
+    no IsFinite; never ``not |s| < inf``, which grappler rewrites to ``|s| >= inf``, False
+    for NaN)."""
     if known is not None:
         return known
     if tf.executing_eagerly():
