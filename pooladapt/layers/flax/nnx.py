@@ -15,7 +15,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from pooladapt.layers.flax import Padding, _adaptive, _freeze, _global, _pool, _spec
+from pooladapt.layers.flax.calls import Padding, _adaptive, _freeze, _global, _pool, _spec
 
 
 class _Pool(nnx.Module):
