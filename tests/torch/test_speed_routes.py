@@ -12,7 +12,6 @@ import contextlib
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,8 +38,8 @@ SEPARABLE, UNFOLD, CHANNELS_LAST = "torch.separable_max", "torch.unfold_max", \
 UNIT_CHANNEL, LIFT_1D, FIXUP_CHECK = "torch.unit_channel_view", "torch.lift_1d_max", \
     "torch.index_fixup_check"
 SEPARABLE_GRAD = "torch.separable_max_grad"
-SMALL = fast.TUNING.separable_min // 8  # cells: no route's tuning takes these
-LARGE = 2 * max(fast.TUNING.separable_min, fast.TUNING.channels_last_min)  # cells: every one does
+SMALL = fast.tuning().separable_min // 8  # cells: no route's tuning takes these
+LARGE = 2 * max(fast.tuning().separable_min, fast.tuning().channels_last_min)  # every route
 
 
 @contextlib.contextmanager
@@ -177,7 +176,7 @@ def test_every_route_is_exact_in_every_dtype(dtype, fmt):
 
 def test_large_contiguous_nchw_takes_the_separable_max_without_copies_or_padding():
     x_np = _special((2, 8, 48, 48), "float32")
-    assert x_np.size >= fast.TUNING.separable_min
+    assert x_np.size >= fast.tuning().separable_min
     x = torch.from_numpy(x_np)
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
     with _Recorder() as rec:
@@ -205,7 +204,7 @@ def test_windows_inside_the_input_reduce_by_unfolding():
 
 def test_channels_last_with_many_channels_keeps_torchs_kernel_unless_forced():
     x = torch.randn(2, 96, 96, 4)  # NHWC, four channels: torch's kernel vectorises over them
-    assert x.numel() >= fast.TUNING.separable_min
+    assert x.numel() >= fast.tuning().separable_min
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_last")
     with _Recorder() as rec:
         y = tb.BACKEND.pool(x, spec.plan(x.shape))
@@ -327,7 +326,7 @@ def test_recorded_max_an_output_whose_taps_are_all_nan_or_padding(window, dilati
 
 def test_auto_leaves_a_small_recorded_max_to_torch():
     x = torch.randn(2, 8, 48, 48, requires_grad=True)
-    assert fast.TUNING.separable_min <= x.numel() < fast.TUNING.grad_min
+    assert fast.tuning().separable_min <= x.numel() < fast.tuning().grad_min
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
     with _Recorder() as rec:
         tb.BACKEND.pool(x, spec.plan(x.shape))
@@ -384,23 +383,22 @@ def test_recorded_max_leaves_torch_func_to_torch():
     torch.testing.assert_close(got, want)
 
 
-def test_recorded_max_pools_a_few_batch_items_at_a_time(monkeypatch):
-    monkeypatch.setattr(fast, "TUNING", replace(fast.TUNING, grad_chunk=1))  # one at a time
+def test_recorded_max_pools_a_few_batch_items_at_a_time():
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
     x_np = _special((5, 2, 9, 8), "float64")
     g_np = RNG.standard_normal(spec.output_shape(x_np.shape))
-    y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
+    with fast.tuned(grad_chunk=1):  # one at a time
+        y, dx = _grad_of(x_np, spec, g_np, SEPARABLE_GRAD)
     _assert_equal(y.detach(), oracle.pool(x_np, spec), "float64")
     _assert_grad(dx, x_np, spec, g_np)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_auto_takes_the_recorded_max_within_its_thread_count(monkeypatch, threads):
-    monkeypatch.setattr(fast, "TUNING", replace(fast.TUNING, grad_threads=threads))
+def test_auto_takes_the_recorded_max_within_its_thread_count(threads):
     x = torch.randn(1, 16, 384, 384, requires_grad=True)
-    assert x.numel() >= max(fast.TUNING.grad_min, fast.TUNING.grad_threaded_min)
+    assert x.numel() >= max(fast.tuning().grad_min, fast.tuning().grad_threaded_min)
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
-    with _Recorder() as rec:
+    with fast.tuned(grad_threads=threads), _Recorder() as rec:
         y = tb.BACKEND.pool(x, spec.plan(x.shape))
     taken = torch.get_num_threads() <= threads
     assert ("maximum" in rec.names) == taken and ("max_pool2d" in rec.names) != taken
@@ -414,7 +412,7 @@ def test_auto_takes_the_recorded_max_within_its_thread_count(monkeypatch, thread
 def test_autograd_pools_contiguous_nchw_in_its_own_format():
     """The channels_last format would convert the gradient both ways: not taken in auto."""
     x = torch.randn(2, 16, 64, 64, requires_grad=True)
-    assert x.numel() >= fast.TUNING.channels_last_min
+    assert x.numel() >= fast.tuning().channels_last_min
     spec = make_spec("max", 3, 2, 1, ndim=2, data_format="channels_first")
     with pa.speed_routes("on", only=CHANNELS_LAST), _Recorder() as rec:
         tb.BACKEND.pool(x, spec.plan(x.shape))
@@ -429,7 +427,7 @@ def test_autograd_pools_contiguous_nchw_in_its_own_format():
 
 def test_large_contiguous_nchw_max_pools_in_channels_last_format_and_returns_its_own():
     x = torch.randn(2, 16, 64, 64)  # contiguous NCHW, many channels
-    assert x.numel() >= fast.TUNING.channels_last_min
+    assert x.numel() >= fast.tuning().channels_last_min
     spec = make_spec("max", 3, 2, 1, return_indices=True, ndim=2, data_format="channels_first")
     want_y, want_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     for setting, channels_last in (("auto", True), ("off", False)):
@@ -750,3 +748,15 @@ def _layer(cls, kw, fmt):
     if cls is layers.AvgPool2d:
         kw["count_include_pad"] = False  # as in the spec (torch's layer counts it by default)
     return cls(kernel, stride, padding, data_format=fmt, **kw)
+
+
+def test_tuning_is_checked_and_changed_per_block():
+    before = fast.tuning()
+    with fast.tuned(grad_chunk=7) as inside:
+        assert fast.tuning().grad_chunk == 7 == inside.grad_chunk
+        assert inside.grad_min == before.grad_min  # the rest unchanged
+    assert fast.tuning() == before
+    with pytest.raises(ValueError, match="grad_chunk must be >= 0"), fast.tuned(grad_chunk=-1):
+        pass
+    with pytest.raises(TypeError), fast.tuned(no_such_threshold=1):
+        pass

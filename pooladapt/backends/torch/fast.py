@@ -2,7 +2,7 @@
 
 Each route has a name in ``BACKEND.speed_routes`` and is asked for with the call's setting
 (``config.take_route``'s, read once per eager call) only where it is exact, with its
-:data:`TUNING` answer as ``auto`` (docs/benchmarks.md). translate.py calls them at its marked
+:func:`tuning` answer as ``auto`` (docs/benchmarks.md). translate.py calls them at its marked
 hooks, and only in eager calls (``routes`` None while torch.compile traces: a compiler picks
 its own kernels, and a decision traced into a graph would outlive the switch). Nothing cached
 holds a decision. ``pa.speed_routes("off")`` leaves the plain translation.
@@ -64,7 +64,7 @@ _MAX_OP = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}  # no 
 
 
 @dataclass(frozen=True)
-class Tuning:
+class Tuning(config.Tuning):
     """Where the speed routes pay on the CPU (docs/benchmarks.md); ``auto`` reads these."""
 
     separable_min: int = 1 << 15  # cells from which the separable max beats torch's max pool
@@ -78,8 +78,11 @@ class Tuning:
     grad_chunk: int = 1 << 20  # cells of the input the recorded-tap max pools at a time
 
 
-TUNING = Tuning()
-_SMALL = min(TUNING.separable_min, TUNING.channels_last_min)
+TUNING = config.TuningSlot("torch", Tuning())
+tuning = TUNING.get
+"""The torch backend's thresholds here and now."""
+tuned = TUNING.tuned
+"""Change some thresholds inside a ``with`` block: ``with tuned(grad_chunk=1): ...``."""
 
 
 # ---------------------------------------------------------------------------- per-plan constants
@@ -132,13 +135,19 @@ def _separable_taps(plan: PoolPlan) -> tuple:
 # ---------------------------------------------------------------------------- the routes
 
 
+def _small() -> int:
+    """Cells below every size-dependent route's threshold."""
+    t = tuning()
+    return min(t.separable_min, t.channels_last_min)
+
+
 def one_call_max(x: torch.Tensor, lw: Any, routes: Routes) -> torch.Tensor | None:
     """``auto``'s answer for a float max torch expresses in one call, below every route's
     threshold: that call on an NC* view (one channel: the unit-channel view), without the
     translation's other steps. None where it does not apply."""
     fast, perms = lw.fast, lw.perms
     if (routes is None or fast.one_call is None or routes.mode != "auto"
-            or not 0 < x.numel() < _SMALL or not x.is_floating_point()):
+            or not 0 < x.numel() < _small() or not x.is_floating_point()):
         return None
     fn, args = fast.one_call
     if perms is None:
@@ -168,16 +177,17 @@ def lift_1d(t: torch.Tensor, routes: Routes) -> bool:
 def channels_last(t: torch.Tensor, routes: Routes) -> tuple[torch.Tensor, bool]:
     """This NC* tensor to max-pool, and whether it was converted to channels_last memory
     format (2-D/3-D, not int8, whose channels_last kernels fail): torch's CPU kernel vectorises
-    over channels there, from ``TUNING.channels_last_channels`` on that pays for both
+    over channels there, from ``tuning().channels_last_channels`` on that pays for both
     conversions (the caller converts the result back), unless a gradient is recorded."""
     if (routes is None or t.dim() < 4 or t.dtype in (torch.int8, torch.uint8)
             or t.is_contiguous(memory_format=_CHANNELS_LAST[t.dim()])):
         return t, False
+    tn = tuning()
     if routes.take(CHANNELS_LAST, (  # not under autograd: the gradient converts both ways
             t.is_cpu and t.dtype.is_floating_point and t.is_contiguous()
             and not (t.requires_grad and torch.is_grad_enabled())
-            and t.numel() >= TUNING.channels_last_min
-            and t.shape[1] >= TUNING.channels_last_channels)):
+            and t.numel() >= tn.channels_last_min
+            and t.shape[1] >= tn.channels_last_channels)):
         return t.contiguous(memory_format=_CHANNELS_LAST[t.dim()]), True
     return t, False
 
@@ -199,21 +209,21 @@ def separable_max(t: torch.Tensor, lw: Any, lowest: float | int,
     ``torch.maximum``, which propagates NaN and keeps its first argument on a tie, or where a
     dim unfolds, its windows unfolded and reduced by ``amax``. No layout copy. Only where no
     gradient is recorded (``torch.maximum`` and ``amax`` split a tie's gradient). It pays on
-    the CPU from ``TUNING.separable_min`` cells, unless torch's channels_last kernel can
-    vectorise over the channels; unfolding pays for a dim of ``TUNING.unfold_taps`` taps,
+    the CPU from ``tuning().separable_min`` cells, unless torch's channels_last kernel can
+    vectorise over the channels; unfolding pays for a dim of ``tuning().unfold_taps`` taps,
     unless the channels are innermost (the taps are faster). Where a gradient is recorded:
     :func:`recorded_max`. None where not taken."""
     if routes is None:
         return None
     if t.requires_grad and torch.is_grad_enabled():
         return recorded_max(t, lw, lowest, routes)
-    fast = lw.fast
-    auto = (t.is_cpu and t.numel() >= TUNING.separable_min and not (
-        t.stride(1) == 1 and t.shape[1] >= TUNING.vector_channels and not t.is_contiguous()))
+    fast, tn = lw.fast, tuning()
+    auto = (t.is_cpu and t.numel() >= tn.separable_min and not (
+        t.stride(1) == 1 and t.shape[1] >= tn.vector_channels and not t.is_contiguous()))
     separable = routes.take(SEPARABLE, auto)
     unfold_auto = auto and (t.stride(1) != 1 or t.shape[1] == 1)
     unfold = tuple(dim[4] is not None and routes.take(
-        UNFOLD, unfold_auto and dim[5] >= TUNING.unfold_taps) for dim in fast.separable)
+        UNFOLD, unfold_auto and dim[5] >= tn.unfold_taps) for dim in fast.separable)
     if not (separable or any(unfold)):
         return None
     last = len(fast.separable) - 1
@@ -300,8 +310,8 @@ def recorded_max(t: torch.Tensor, lw: Any, lowest: float | int,
                  routes: config.SpeedRoutes) -> torch.Tensor | None:
     """``torch.separable_max_grad``: the separable max of NC* ``t`` whose gradient is
     recorded, through :class:`_RecordedMax`. It pays on the CPU in contiguous format from
-    ``TUNING.grad_min`` cells with one torch thread, from ``TUNING.grad_threaded_min`` with up
-    to ``TUNING.grad_threads``: its many small steps each wait for every thread (on a machine
+    ``tuning().grad_min`` cells with one torch thread, from ``grad_threaded_min`` with up to
+    ``grad_threads``: its many small steps each wait for every thread (on a machine
     whose cores are all busy, each such wait is long: there it loses; docs/benchmarks.md).
     None where not taken."""
     stages = lw.fast.grad
@@ -309,9 +319,9 @@ def recorded_max(t: torch.Tensor, lw: Any, lowest: float | int,
             or torch._C._are_functorch_transforms_active()  # torch.func: no rule for these
             or forward_ad.unpack_dual(t).tangent is not None):
         return None
-    threads = torch.get_num_threads()
-    auto = (t.is_cpu and t.is_contiguous() and threads <= TUNING.grad_threads
-            and t.numel() >= (TUNING.grad_min if threads == 1 else TUNING.grad_threaded_min))
+    threads, tn = torch.get_num_threads(), tuning()
+    auto = (t.is_cpu and t.is_contiguous() and threads <= tn.grad_threads
+            and t.numel() >= (tn.grad_min if threads == 1 else tn.grad_threaded_min))
     if not routes.take(SEPARABLE_GRAD, auto):
         return None
     return _RecordedMax.apply(t, stages, lowest)
@@ -362,7 +372,7 @@ def _shapes(shape: torch.Size, stages: tuple[_Stage, ...]) -> list[list[int]]:
 
 
 def _chunk(shape: torch.Size) -> int:
-    return max(1, min(shape[0], TUNING.grad_chunk // max(1, math.prod(shape[1:]))))
+    return max(1, min(shape[0], tuning().grad_chunk // max(1, math.prod(shape[1:]))))
 
 
 def _recorded_forward(t: torch.Tensor, stages: tuple[_Stage, ...], lowest: float | int,
