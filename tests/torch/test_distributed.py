@@ -49,12 +49,13 @@ class Net(nn.Module):
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(18)
-    return torch.randn(BATCH, 3, 11, 10, generator=g), torch.randn(BATCH, 2, generator=g)
+    return (torch.randn(BATCH, 3, 11, 10, generator=g, dtype=torch.float64),
+            torch.randn(BATCH, 2, generator=g, dtype=torch.float64))
 
 
 def _model() -> Net:
     torch.manual_seed(0)
-    return Net()
+    return Net().double()  # float64: a half batch's sums round apart from the whole's by ~1e-16
 
 
 def _gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
@@ -100,7 +101,7 @@ def test_ddp_gradients_equal_the_single_process_gradients(tmp_path):
         got = torch.load(out)
         assert len(got) == len(want)
         for g, w in zip(got, want):
-            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     assert any(w.abs().sum() > 0 for w in want)
 
 
