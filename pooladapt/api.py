@@ -420,7 +420,7 @@ def fractional_backend(name: str) -> ModuleType:
 
 
 def _fractional_samples(be: Backend, samples: Any, native: bool, name: str,
-                        expected: tuple[int, int, int]) -> Any:
+                        expected: tuple[int | None, int, int]) -> Any:
     """``random_samples`` checked (type, dtype, shape; values in [0, 1) outside a trace) and
     as a tensor of the backend."""
     if dispatch.owner_of(samples) != (name if native else None):
