@@ -159,3 +159,24 @@ def test_lowers_natively_says_what_the_plain_graph_does(mode, kw, size, native):
     assert (not ops & EMULATION) is native, ops
     assert BACKEND.lowers_natively(plan, "int32") is False
     assert BACKEND.lowers_natively(plan, "bfloat16") is None
+
+
+@pytest.mark.parametrize("p, takes_abs", [(1, True), (2, False), (3, True)])
+def test_native_lp_takes_abs_only_where_the_sign_counts(p, takes_abs):
+    """``Pooling``'s lp keeps the sign (D11): |x| goes in for odd p; for p = 2 x * x is
+    |x| * |x| and its gradient x / y, so x goes in as it is (one elementwise op fewer forward
+    and backward, the MXNet lp training step's whole overhead)."""
+    plan = make_spec("lp", 2, p=p, data_format="NCHW", ndim=2).plan((2, 3, 6, 6))
+    graph = BACKEND.graph(mx.sym, mx.sym.var("x"), plan, "float32")
+    ops = [n["op"] for n in json.loads(graph.tojson())["nodes"]]
+    assert ops.count("Pooling") == 1 and ("abs" in ops) is takes_abs, ops
+    x = np.random.default_rng(p).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x[0, 0, :2, :2] = 0  # a window of zeros: value 0, gradient 0 (not NaN)
+    t = nd.array(x)
+    t.attach_grad()
+    with mx.autograd.record():
+        y = pa.pool2d(t, "lp", 2, p=p, data_format="NCHW")
+    y.backward(nd.ones_like(y))
+    spec = make_spec("lp", 2, p=p, data_format="NCHW", ndim=2)
+    want = oracle.pool_vjp(x.astype(np.float64), spec, np.ones(y.shape))
+    np.testing.assert_allclose(t.grad.asnumpy(), want, rtol=1e-5, atol=1e-6)

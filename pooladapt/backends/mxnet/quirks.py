@@ -29,7 +29,7 @@ test_integers_and_dilation_are_not_native): pooladapt takes the window's taps.""
 
 NATIVE_LP = (1.0, 2.0, 3.0)
 """``Pooling``'s lp takes p of 1, 2 or 3 only (test_lp_supports_only_p_1_2_3_natively); it
-keeps the sign (D11, test_d11_lp_keeps_the_sign), so pooladapt gives it ``|x|``."""
+keeps the sign (D11, test_d11_lp_keeps_the_sign), so pooladapt gives it ``|x|`` for odd p."""
 
 ARRAY_DTYPES = frozenset(("float16", "float32", "float64", "uint8", "int8", "int32", "int64",
                           "bool"))

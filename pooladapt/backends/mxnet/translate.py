@@ -16,9 +16,9 @@ Graph code takes the op namespace ``F``: ``mx.nd``, or ``mx.sym`` in a hybridize
   slices) of the input padded with the dtype's lowest value, a NaN or a strictly greater
   value winning, a window's first real cell beating its padding.
 * avg: the window sums (``Pooling`` 'sum'; the taps' sum with dilation) divided by the plan's
-  divisor, one number or its divisor map. lp: ``Pooling`` 'lp' of ``|x|`` for p of 1, 2, 3
-  (MXNet keeps the sign), else the window sums of ``|x| ** p`` and their root, a zero sum
-  giving 0 (``lowering.lp_steps``). Both in float32 (float64 for float64).
+  divisor, one number or its divisor map. lp: ``Pooling`` 'lp' of ``|x|`` for p of 1 and 3
+  (MXNet keeps the sign), of x for 2, else the window sums of ``|x| ** p`` and their root, a
+  zero sum giving 0 (``lowering.lp_steps``). Both in float32 (float64 for float64).
 * global: the pool whose window is the whole plane (``GlobalSpec.pool_spec``, __init__.py).
 * adaptive, non-uniform bins (the core routes uniform ones to the pool): avg by
   ``contrib.AdaptiveAvgPooling2D``, one dim at a time unless 2-D channels first (a box's mean
@@ -183,7 +183,8 @@ def _avg_or_lp(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
         y = s / div if div is not None else F.broadcast_div(s, compile.divisor_map(
             F, x, plan, acc, lambda ones: _window_sums(F, ones, plan, taps, padded=True)))
     elif not taps and spec.p in quirks.NATIVE_LP:
-        y = _pooling(F, F.abs(x), plan, "lp", p_value=int(spec.p))
+        even = spec.p == 2.0  # x * x is |x| * |x|, and x / y its gradient, bit for bit
+        y = _pooling(F, x if even else F.abs(x), plan, "lp", p_value=int(spec.p))
     else:
         steps = lowering.lp_steps(spec.p)
         y = _window_sums(F, F.abs(x) if steps.power == 1 else F.square(x) if steps.power == 2
