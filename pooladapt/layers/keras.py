@@ -1,14 +1,19 @@
 """Keras 3 drop-in pooling layers: one canonical meaning on every Keras backend.
 
 ``MaxPooling1D/2D/3D``, ``AveragePooling1D/2D/3D``, ``GlobalMaxPooling*``,
-``GlobalAveragePooling*``, ``AdaptiveMaxPooling*`` and ``AdaptiveAveragePooling*`` take
-Keras's own arguments with Keras's defaults (``pool_size=2`` for max, required for average;
+``GlobalAveragePooling*``, ``AdaptiveMaxPooling*`` and ``AdaptiveAveragePooling*`` have
+``keras.layers``' own signatures: the same parameters in the same order with the same
+defaults (``pool_size=(2, 2)`` for ``MaxPooling2D``, required for average;
 ``strides=None`` means ``pool_size``; ``padding="valid"``; ``data_format=None`` means
-``keras.config.image_data_format()``), so swapping ``keras.layers.MaxPooling2D(...)`` for
-``pooladapt.layers.keras.MaxPooling2D(...)`` changes nothing where Keras is already
-canonical. The windowed layers add the canonical extras (API.md §1): ``padding`` may also be
+``keras.config.image_data_format()``; then ``name``), so swapping
+``keras.layers.MaxPooling2D(...)`` for ``pooladapt.layers.keras.MaxPooling2D(...)``, positional
+calls and saved configs included, changes nothing where Keras is already canonical. Like
+Keras's, the windowed and global layers are built when they are made, and ``get_config``
+writes Keras's keys with Keras's spellings. The windowed layers add the canonical extras
+(API.md §1) as keyword-only parameters after Keras's: ``padding`` may also be
 ``"same_lower"``, an int, one int per dim or ``(low, high)`` pairs; ``dilation``;
-``ceil_mode``; and ``count_include_pad`` for average pooling.
+``ceil_mode``; and ``count_include_pad`` for average pooling. ``get_config`` writes an
+extra only when it is set away from its default.
 
 A layer pools the Keras backend's own tensors (jax array, tf tensor, torch tensor) with
 pooladapt's backend for that framework, so the numbers are the same on every Keras backend,
@@ -59,34 +64,48 @@ def _replace_spatial(shape: tuple, axes: tuple[int, ...], sizes) -> tuple:
     return tuple(out)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with lists made tuples, at every depth (a config read back from JSON has
+    lists where the layer was given tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
 class _Pooling(keras.layers.Layer):
-    """Windowed max/avg pooling with pooladapt's semantics."""
+    """Windowed max/avg pooling with pooladapt's semantics.
+
+    Each public class has ``keras.layers``' own ``__init__`` signature (its parameters, order
+    and defaults) followed by pooladapt's keyword-only extras; all of them land here.
+    """
 
     mode = ""
     ndim = 0
 
     def __init__(
         self,
-        pool_size: int | tuple[int, ...] = 2,
-        strides: int | tuple[int, ...] | None = None,
-        padding: str | int | tuple = "valid",
-        data_format: str | None = None,
+        pool_size: int | tuple[int, ...],
+        strides: int | tuple[int, ...] | None,
+        padding: str | int | tuple,
+        data_format: str | None,
+        name: str | None,
+        *,
         dilation: int | tuple[int, ...] = 1,
         ceil_mode: bool = False,
-        name: str | None = None,
-        *,
         count_include_pad: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        self.spec = make_spec(self.mode, pool_size, strides, padding, dilation, ceil_mode,
-                              count_include_pad, data_format=_data_format(data_format),
-                              ndim=self.ndim)
+        self.spec = make_spec(self.mode, _plain(pool_size), _plain(strides), _plain(padding),
+                              _plain(dilation), ceil_mode, count_include_pad,
+                              data_format=_data_format(data_format), ndim=self.ndim)
         self.pool_size, self.strides = self.spec.window, self.spec.stride
-        self.padding = padding.lower() if isinstance(padding, str) else padding
+        # as given, like Keras ("SAME" stays "SAME"; Keras reads it case-insensitively)
+        self.padding = _plain(padding)
         self.data_format = self.spec.data_format
         self.dilation, self.ceil_mode = self.spec.dilation, self.spec.ceil_mode
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+        self._build_at_init()  # stateless: built now, as Keras's BasePooling is
 
     def call(self, inputs):
         return api.run_pool(_static(inputs, self.spec, self), self.spec)
@@ -94,30 +113,40 @@ class _Pooling(keras.layers.Layer):
     def compute_output_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape)
         axes = self.spec.spatial_axes
-        if any(shape[a] is None for a in axes):
-            return _replace_spatial(shape, axes, (None,) * self.ndim)
-        return self.spec.plan(shape).output_shape(shape)
+        # a dim's output size depends on that dim alone: plan the known ones with each
+        # unknown one set to the window's extent, then give the unknown ones back as None
+        probe = _replace_spatial(shape, axes, [
+            e if shape[a] is None else shape[a] for a, e in zip(axes, self.spec.extent)])
+        out = self.spec.plan(probe).output_shape(probe)
+        return _replace_spatial(out, axes, [None if shape[a] is None else out[a] for a in axes])
 
     def get_config(self) -> dict[str, Any]:
+        """Keras's keys with Keras's spellings, then the extras set away from their
+        defaults (a config without them is Keras's own, and loads into either class)."""
         config = super().get_config()
-        config.update(pool_size=self.pool_size, strides=self.strides, padding=self.padding,
-                      data_format=self.data_format, dilation=self.dilation,
-                      ceil_mode=self.ceil_mode)
+        config.update(pool_size=self.pool_size, padding=self.padding, strides=self.strides,
+                      data_format=self.data_format)
+        if self.dilation != (1,) * self.ndim:
+            config["dilation"] = self.dilation
+        if self.ceil_mode:
+            config["ceil_mode"] = True
+        if self.spec.count_include_pad:
+            config["count_include_pad"] = True
         return config
+
+
+class _MaxPooling(_Pooling):
+    mode = "max"
 
 
 class _AveragePooling(_Pooling):
     mode = "avg"
 
-    def __init__(self, pool_size, strides=None, padding="valid", data_format=None,
-                 dilation=1, ceil_mode=False, name=None, count_include_pad: bool = False,
-                 **kwargs: Any) -> None:
-        super().__init__(pool_size, strides, padding, data_format, dilation, ceil_mode, name,
-                         count_include_pad=count_include_pad, **kwargs)
+    def __init__(self, pool_size, strides, padding, data_format, name, *, dilation=1,
+                 ceil_mode=False, count_include_pad=False, **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad, **kwargs)
         self.count_include_pad = self.spec.count_include_pad
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "count_include_pad": self.count_include_pad}
 
 
 class _GlobalPooling(keras.layers.Layer):
@@ -131,6 +160,7 @@ class _GlobalPooling(keras.layers.Layer):
                                      data_format=_data_format(data_format))
         self.data_format, self.keepdims = self.spec.data_format, self.spec.keepdims
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+        self._build_at_init()  # stateless: built now, as Keras's BaseGlobalPooling is
 
     def call(self, inputs):
         if self.mode == "max":  # a whole-plane max pool: its window is the spatial size
@@ -150,13 +180,16 @@ class _GlobalPooling(keras.layers.Layer):
 
 
 class _AdaptivePooling(keras.layers.Layer):
+    """Adaptive pooling. Keras's own adaptive layers are not built at ``__init__``; these
+    are not either (a drop-in keeps the built state)."""
+
     mode = ""
     ndim = 0
 
     def __init__(self, output_size: int | tuple[int | None, ...], data_format: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.spec = make_adaptive_spec(self.mode, output_size, ndim=self.ndim,
+        self.spec = make_adaptive_spec(self.mode, _plain(output_size), ndim=self.ndim,
                                        data_format=_data_format(data_format))
         self.output_size, self.data_format = self.spec.output_size, self.spec.data_format
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
@@ -179,24 +212,39 @@ class _AdaptivePooling(keras.layers.Layer):
 
 
 @_register
-class MaxPooling1D(_Pooling):
+class MaxPooling1D(_MaxPooling):
     """1-D max pooling, a drop-in for ``keras.layers.MaxPooling1D`` (see the module doc)."""
 
-    mode, ndim = "max", 1
+    ndim = 1
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
+                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, **kwargs)
 
 
 @_register
-class MaxPooling2D(_Pooling):
+class MaxPooling2D(_MaxPooling):
     """2-D max pooling, a drop-in for ``keras.layers.MaxPooling2D`` (see the module doc)."""
 
-    mode, ndim = "max", 2
+    ndim = 2
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, **kwargs)
 
 
 @_register
-class MaxPooling3D(_Pooling):
+class MaxPooling3D(_MaxPooling):
     """3-D max pooling, a drop-in for ``keras.layers.MaxPooling3D`` (see the module doc)."""
 
-    mode, ndim = "max", 3
+    ndim = 3
+
+    def __init__(self, pool_size=(2, 2, 2), strides=None, padding="valid", data_format=None,
+                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, **kwargs)
 
 
 @_register
@@ -206,6 +254,12 @@ class AveragePooling1D(_AveragePooling):
 
     ndim = 1
 
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, name=None,
+                 *, dilation=1, ceil_mode=False, count_include_pad=False,
+                 **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad, **kwargs)
+
 
 @_register
 class AveragePooling2D(_AveragePooling):
@@ -214,6 +268,12 @@ class AveragePooling2D(_AveragePooling):
 
     ndim = 2
 
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, name=None,
+                 *, dilation=1, ceil_mode=False, count_include_pad=False,
+                 **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad, **kwargs)
+
 
 @_register
 class AveragePooling3D(_AveragePooling):
@@ -221,6 +281,12 @@ class AveragePooling3D(_AveragePooling):
     counted unless ``count_include_pad=True``."""
 
     ndim = 3
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, name=None,
+                 *, dilation=1, ceil_mode=False, count_include_pad=False,
+                 **kwargs: Any) -> None:
+        super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad, **kwargs)
 
 
 @_register
