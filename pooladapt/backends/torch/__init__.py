@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pooladapt.backends.base import Backend
-from pooladapt.backends.torch import compile, fast, quirks, translate
+from pooladapt.backends.torch import compile, family, fast, quirks, translate
 from pooladapt.plan import PoolPlan
 
 
@@ -31,7 +31,7 @@ class TorchBackend(Backend):
     pool = staticmethod(translate.pool)
     global_pool = staticmethod(translate.global_pool)
     adaptive_pool = staticmethod(translate.adaptive_pool)
-    max_unpool = staticmethod(translate.max_unpool)
+    max_unpool = staticmethod(family.max_unpool)
     tracing = staticmethod(compile.compiling)
 
     def version(self) -> str:

@@ -24,6 +24,7 @@ opset 19, and adaptive bins of unequal size. docs/frameworks/torch.md, "Deployin
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -159,3 +160,18 @@ def global_pool(x: torch.Tensor, spec: GlobalSpec, compute: Compute) -> torch.Te
 
     y = _on_nc(x, cf, node, kept, keep)
     return y if spec.keepdims else y.flatten(1)
+
+
+def node_first(node: Callable[..., torch.Tensor | None]) -> Callable[[Callable], Callable]:
+    """``fn(x, plan)``, but while ``torch.onnx.export`` traces, ``node(x, plan, compute)``
+    first: the plan's one ONNX node where it has one (``compute``: the eager translation)."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def call(x: torch.Tensor, plan: Any) -> Any:
+            if exporting():
+                y = node(x, plan, lambda t: fn(t, plan))
+                if y is not None:
+                    return y
+            return fn(x, plan)
+        return call
+    return wrap

@@ -21,7 +21,8 @@ is realised:
 * **lp**: the window sums of ``|x| ** p``, then the root (``lowering.lp_steps``); a zero sum
   passes no gradient.
 * **global**: torch's reductions over the plane; **adaptive**: torch's adaptive pools (integer
-  max: gather and reduce per dim over the plan's bins); **unpool**: a scatter into the plane.
+  max: gather and reduce per dim over the plan's bins); **unpool** (family.py): a scatter into
+  the plane.
 * **dtypes and layouts** torch lacks a kernel for (unsigned integers, int8 in channels_last,
   float16 averages in 3-D, zero channels): quirks.py, one function each.
 
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from pooladapt import config, lowering
 from pooladapt.backends.torch import export, fast, quirks
 from pooladapt.backends.torch.compile import PerPlan, compiling, plane_tensor
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan
 
 TO_NC = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}  # permute: cheaper than movedim
 FROM_NC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
@@ -180,15 +181,8 @@ def _window_sum(t: torch.Tensor, lw: Lowered) -> torch.Tensor:
     return total.squeeze(2) if lift else total
 
 
+@export.node_first(export.global_pool)  # while torch.onnx.export traces: the ONNX node
 def global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
-    if export.exporting():  # the ONNX node, if any
-        y = export.global_pool(x, spec, lambda t: _global_pool(t, spec))
-        if y is not None:
-            return y
-    return _global_pool(x, spec)
-
-
-def _global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
     axes, keep = spec.spatial_axes, spec.keepdims
     acc = getattr(torch, lowering.accumulator(quirks.dtype_name(x.dtype)))
     if spec.mode == "avg":
@@ -203,15 +197,8 @@ def _global_pool(x: torch.Tensor, spec: GlobalSpec) -> torch.Tensor:
     return y.unflatten(axes[0], (1,) * len(axes)) if keep else y
 
 
+@export.node_first(export.adaptive_pool)  # regular bins: the pool's ONNX node
 def adaptive_pool(x: torch.Tensor, plan: AdaptivePlan):
-    if export.exporting():  # regular bins: the pool's ONNX node
-        y = export.adaptive_pool(x, plan, lambda t: _adaptive_pool(t, plan))
-        if y is not None:
-            return y
-    return _adaptive_pool(x, plan)
-
-
-def _adaptive_pool(x: torch.Tensor, plan: AdaptivePlan):
     spec, size = plan.spec, plan.out_size
     fn = getattr(F, f"adaptive_{spec.mode}_pool{spec.ndim}d")
 
@@ -233,19 +220,3 @@ def _adaptive_pool(x: torch.Tensor, plan: AdaptivePlan):
 
     perms = None if spec.data_format == "channels_first" else (TO_NC[x.dim()], FROM_NC[x.dim()])
     return _on_nc(x, perms, size, spec.return_indices, compute)
-
-
-def max_unpool(y: torch.Tensor, indices: torch.Tensor, spec: UnpoolSpec,
-               out_size: tuple[int, ...]) -> torch.Tensor:
-    to_nc = None if spec.data_format == "channels_first" else TO_NC[y.dim()]
-    yc, ic = (y, indices) if to_nc is None else (y.permute(to_nc), indices.permute(to_nc))
-    (n, c), size = yc.shape[:2], math.prod(out_size)
-    flat_i = ic.reshape(n, c, math.prod(yc.shape[2:])).long()
-    if not compiling() and flat_i.numel():
-        lowering.check_unpool_index(int(flat_i.max()), out_size)
-    flat_i = torch.where(flat_i < 0, size, flat_i)  # windows of padding only: a spare slot
-    bits = quirks.scatter_view(yc.dtype)  # a bit view only where needed: it has no autograd
-    src = yc.reshape(flat_i.shape) if bits is None else yc.reshape(flat_i.shape).view(bits)
-    out = src.new_zeros((n, c, size + 1)).scatter(2, flat_i, src)[:, :, :size]
-    out = (out if bits is None else out.view(yc.dtype)).reshape(n, c, *out_size)
-    return out if to_nc is None else out.permute(FROM_NC[out.dim()])
