@@ -220,10 +220,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, e in report["backends"].items():
         for title, key in (("Failures", "failures"), ("Known deviations", "deviations")):
             if e.get(key):
-                lines += ["", f"## {title}: {name}", ""]
-                for f in e[key]:
-                    why = f" ({f['reason']})" if "reason" in f else ""
-                    lines.append(f"- `{f['case']}`: {f['message']}{why}")
+                lines += ["", f"## {title}: {name}", "", *_listed(e[key])]
     return "\n".join(lines) + "\n"
+
+
+SHOWN = 3  # cases named per cause in the markdown; the JSON lists every case
+
+
+def _listed(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per cause (message and reason), naming its first cases and counting the rest."""
+    causes: dict[str, list[str]] = {}
+    for f in entries:
+        reason = f.get("reason")
+        why = f" ({reason})" if reason and reason not in f["message"] else ""
+        causes.setdefault(f"{f['message']}{why}", []).append(f"`{f['case']}`")
+    lines = []
+    for cause, cases in causes.items():
+        if len(cases) == 1:
+            lines.append(f"- {cases[0]}: {cause}")
+            continue
+        more = f" and {len(cases) - SHOWN} more" if len(cases) > SHOWN else ""
+        lines.append(f"- {len(cases)} cases, {', '.join(cases[:SHOWN])}{more}: {cause}")
+    return lines
 
 

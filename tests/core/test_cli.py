@@ -258,6 +258,25 @@ def test_merge_puts_reports_side_by_side(capsys, tmp_path):
     assert "## Failures: buggy_zero_pad_maxpool.py:zero_pad_max_pool" in text
 
 
+def test_markdown_lists_each_cause_once(capsys, tmp_path):
+    a, merged, md = (tmp_path / n for n in ("a.json", "m.json", "m.md"))
+    assert run(capsys, "conformance", "--backends", "numpy", "--grid", "quick",
+               "--json", str(a))[0] == 0
+    data = json.loads(a.read_text())
+    shared = dict(message="TypeError: no such dtype here", reason="no such dtype here")
+    data["backends"]["numpy"]["deviations"] = [
+        *(dict(case=f"case-{i}", **shared) for i in range(5)),
+        dict(case="odd-one", message="values: 2 values off", reason="a kernel rounds"),
+    ]
+    a.write_text(json.dumps(data))
+    run(capsys, "conformance", "--merge", str(a), "--json", str(merged), "--markdown", str(md))
+    section = md.read_text().split("## Known deviations: numpy\n\n")[1].splitlines()
+    assert section == [
+        "- 5 cases, `case-0`, `case-1`, `case-2` and 2 more: TypeError: no such dtype here",
+        "- `odd-one`: values: 2 values off (a kernel rounds)",
+    ]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["conformance", "--backends", "nosuch"], "unknown backend"),
     (["conformance", "--against", "no_colon_here"], "module:function"),
