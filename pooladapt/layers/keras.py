@@ -192,7 +192,7 @@ class _AdaptivePooling(keras.layers.Layer):
         self.spec = make_adaptive_spec(self.mode, _plain(output_size), ndim=self.ndim,
                                        data_format=_data_format(data_format))
         self.output_size, self.data_format = self.spec.output_size, self.spec.data_format
-        self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
+        # no input_spec, as Keras's: the rank is checked when the layer is called
 
     def call(self, inputs):
         return api.run_adaptive(_static(inputs, self.spec, self), self.spec)
