@@ -1,7 +1,10 @@
 """Flax drop-in pooling modules: linen here, nnx in ``pooladapt.layers.flax.nnx``.
 
-Flax pools with functions (``flax.linen.max_pool``/``avg_pool``, the same functions in nnx);
-these modules take those functions' arguments with Flax's defaults, so
+Flax pools with functions (``flax.linen.max_pool``/``avg_pool``/``pool``, the same functions
+in nnx, which adds ``min_pool``); pooladapt has them too, with Flax's signatures and
+pooladapt's padding (``max_pool``, ``avg_pool``, ``min_pool``, ``pool`` here and in
+``pooladapt.layers.flax.nnx``; see ``pooladapt.layers.flax.functions``). These modules take
+those functions' arguments with Flax's defaults, so
 ``MaxPool(window_shape=(2, 2), strides=(2, 2))(x)`` equals
 ``flax.linen.max_pool(x, (2, 2), (2, 2))``:
 
@@ -40,6 +43,7 @@ from pooladapt.layers.flax.calls import (  # noqa: E402
     _pool,
     _spec,
 )
+from pooladapt.layers.flax.functions import avg_pool, max_pool, min_pool, pool  # noqa: E402
 
 # ---------------------------------------------------------------------------- linen
 
@@ -137,4 +141,4 @@ class GlobalMaxPool(nn.Module):
 from pooladapt.layers.flax import nnx  # noqa: E402  (the same modules as flax.nnx classes)
 
 __all__ = ["AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool",
-           "LpPool", "MaxPool", "nnx"]
+           "LpPool", "MaxPool", "avg_pool", "max_pool", "min_pool", "nnx", "pool"]

@@ -1,5 +1,7 @@
 """Flax nnx pooling modules: the modules of ``pooladapt.layers.flax`` as ``flax.nnx.Module``
-classes, with ``flax.nnx.max_pool``/``avg_pool``'s arguments (the same as linen's).
+classes, with ``flax.nnx.max_pool``/``avg_pool``'s arguments (the same as linen's), and the
+functions ``max_pool``, ``avg_pool``, ``min_pool`` and ``pool`` as ``flax.nnx`` re-exports
+linen's (``pooladapt.layers.flax.functions``).
 
 >>> import jax.numpy as jnp
 >>> from pooladapt.layers.flax.nnx import MaxPool
@@ -16,6 +18,7 @@ import jax
 from flax import nnx
 
 from pooladapt.layers.flax.calls import Padding, _adaptive, _freeze, _global, _pool, _spec
+from pooladapt.layers.flax.functions import avg_pool, max_pool, min_pool, pool
 
 
 class _Pool(nnx.Module):
@@ -111,4 +114,4 @@ class GlobalMaxPool(_Global):
 
 
 __all__ = ["AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "GlobalAvgPool", "GlobalMaxPool",
-           "LpPool", "MaxPool"]
+           "LpPool", "MaxPool", "avg_pool", "max_pool", "min_pool", "pool"]
