@@ -392,6 +392,7 @@ max_unpool1d, max_unpool2d, max_unpool3d = (_unpool_fn(n) for n in (1, 2, 3))
 # ------------------------------------------------------------------------ fractional max pooling
 
 FRACTIONAL_BACKENDS: dict[str, str] = {
+    "jax": "pooladapt.backends.jax.fractional",
     "mxnet": "pooladapt.backends.mxnet.fractional",
     "numpy": "pooladapt.backends.numpy.fractional",
     "tensorflow": "pooladapt.backends.tensorflow.fractional",
