@@ -395,6 +395,7 @@ FRACTIONAL_BACKENDS: dict[str, str] = {
     "jax": "pooladapt.backends.jax.fractional",
     "mxnet": "pooladapt.backends.mxnet.fractional",
     "numpy": "pooladapt.backends.numpy.fractional",
+    "onnxruntime": "pooladapt.backends.onnxruntime.fractional",
     "tensorflow": "pooladapt.backends.tensorflow.fractional",
     "torch": "pooladapt.backends.torch.family",
 }
