@@ -402,3 +402,41 @@ def test_a_native_model_runs_unchanged_with_the_layers_swapped(tmp_path):
     swapped.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(_np(loaded(x)), _np(swapped(x)))
+
+
+# ------------------------------------------------------------------ deliberate differences
+# each listed in docs/frameworks/keras.md; the native half is asserted too, so that a Keras
+# that changes is noticed
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSES if _kind(n) == "windowed"])
+def test_upper_case_padding_keras_shape_refuses_pooladapt_reads_as_lower_case(name):
+    """Keras documents ``padding`` as case-insensitive and pools with "SAME", but its
+    compute_output_shape (so a functional model) refuses it; pooladapt reads it as "same"
+    everywhere, and keeps the spelling in get_config as Keras does."""
+    kwargs = {**_one(name), "padding": "SAME"}
+    native, ours = _pair(name, kwargs)
+    lower = getattr(pk, name)(**{**kwargs, "padding": "same"})
+    shape = _shape(name, native)
+    with pytest.raises(ValueError, match="padding"):
+        native.compute_output_shape(shape)
+    assert ours.get_config()["padding"] == native.get_config()["padding"] == "SAME"
+    assert ours.spec == lower.spec
+    assert tuple(ours.compute_output_shape(shape)) == tuple(lower.compute_output_shape(shape))
+    x = _rng(name, "SAME").standard_normal(shape).astype("float32")
+    np.testing.assert_array_equal(_np(ours(x)), _np(lower(x)))
+    symbolic = ours(keras.Input(shape[1:]))
+    assert tuple(symbolic.shape) == (None, *_np(ours(x)).shape[1:])
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSES if _kind(n) == "windowed"])
+def test_zero_stride_is_refused_at_construction(name):
+    """Keras builds a layer with strides=0 and fails when it is called (an error of another
+    class on each backend); pooladapt refuses it when the layer is made (API.md §1)."""
+    native = getattr(keras.layers, name)(**{**_one(name), "strides": 0})
+    assert native.strides == (0,) * _ndim(name)
+    x = np.ones(_shape(name, native), "float32")
+    with pytest.raises(Exception):  # noqa: B017  (the class differs per Keras backend)
+        native(x)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        getattr(pk, name)(**{**_one(name), "strides": 0})
