@@ -2,7 +2,8 @@
 
 translate.py maps a plan onto TF's pooling ops (read it first); fast.py holds the speed
 routes, quirks.py the TF behaviours worked around, compile.py what ``tf.function`` and XLA
-need. This module is the backend object: conversions, dtype names, autograd, what it reports.
+need, onnx.py the one op per ONNX-expressible plan that tf2onnx converts. This module is the
+backend object: conversions, dtype names, autograd, what it reports.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import tensorflow as tf
 
 from pooladapt import lowering
 from pooladapt.backends.base import Backend
-from pooladapt.backends.tensorflow import fast, quirks, translate
+from pooladapt.backends.tensorflow import fast, onnx, quirks, translate
 from pooladapt.backends.tensorflow.compile import portable
+from pooladapt.backends.tensorflow.onnx import onnx_nodes, tf2onnx_handlers
 from pooladapt.plan import PoolPlan
 
 
@@ -29,8 +31,9 @@ class TensorflowBackend(Backend):
     # MaxPool drops NaN (an exact redo); TF has no adaptive pooling and no unpool
     emulated_features = frozenset({"nan", "adaptive", "unpool"})
 
-    pool = staticmethod(translate.pool)
-    global_pool = staticmethod(translate.global_pool)
+    # the translation, or inside onnx_nodes() one op that tf2onnx writes as the plan's node
+    pool = staticmethod(onnx.pool)
+    global_pool = staticmethod(onnx.global_pool)
     adaptive_pool = staticmethod(translate.adaptive_pool)
     max_unpool = staticmethod(translate.max_unpool)
 
@@ -78,4 +81,4 @@ class TensorflowBackend(Backend):
 
 BACKEND = TensorflowBackend()
 
-__all__ = ["BACKEND", "TensorflowBackend", "portable"]
+__all__ = ["BACKEND", "TensorflowBackend", "onnx_nodes", "portable", "tf2onnx_handlers"]

@@ -119,9 +119,8 @@ def window_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool, padding: str | Pads | 
         fill = (lowering.lowest(x.dtype.name) if kind == "MAX" else 0) if fill is None else fill
         pads = [(0, 0), (0, 0), *plan.total_pads] if nchw else [(0, 0), *plan.total_pads, (0, 0)]
         x, padding = tf.pad(x, pads, constant_values=fill), "VALID"
-    if nchw:
-        return quirks.nchw_pool(x, kind, spec.window, spec.stride, padding)
-    return tf_pool(x, spec.window, spec.stride, padding, spec.dilation, kind)
+    return (quirks.nchw_pool(x, kind, spec.window, spec.stride, padding) if nchw
+            else tf_pool(x, spec.window, spec.stride, padding, spec.dilation, kind))
 
 
 def native_padding(plan: PoolPlan) -> str | Pads | None:
@@ -131,9 +130,8 @@ def native_padding(plan: PoolPlan) -> str | Pads | None:
         return "VALID"
     if fast.same_route(plan):  # route: TF's SAME windows are the plan's
         return "SAME"
-    if plan.spec.mode == "max" and quirks.explicit_max_padding(plan):
-        return plan.total_pads
-    return None
+    max_pads = plan.spec.mode == "max" and quirks.explicit_max_padding(plan)
+    return plan.total_pads if max_pads else None
 
 
 def tf_pool(x: tf.Tensor, window, stride, padding: str | Pads, dilation, kind: str) -> tf.Tensor:
@@ -243,6 +241,5 @@ def lp_root(s: tf.Tensor, p: float) -> tf.Tensor:
     root = lowering.lp_steps(p).root
     if root is None:
         return s
-    zero = tf.equal(s, 0)
-    safe = tf.where(zero, tf.ones_like(s), s)
+    safe = tf.where(zero := tf.equal(s, 0), tf.ones_like(s), s)
     return tf.where(zero, tf.zeros_like(s), tf.sqrt(safe) if root == 0.5 else tf.pow(safe, root))
