@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
 import os
 import subprocess
 import sys
 import threading
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +142,44 @@ def test_the_package_has_no_import_cycle():
 
     for module in graph:
         visit(module, ())
+
+
+# ------------------------------------------------------------- each backend's translation
+
+TRANSLATION_LIMIT = 150  # code lines of a backend's translate.py (docs/architecture.md)
+
+
+def _code_lines(source: str) -> int:
+    """Lines holding code: not blank, not only a comment, not part of a docstring."""
+    docs: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            docs.update(range(body[0].lineno, body[0].end_lineno + 1))
+    lines: set[int] = set()
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENDMARKER}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in skip:
+            lines.update(n for n in range(tok.start[0], tok.end[0] + 1) if n not in docs)
+    return len(lines)
+
+
+def test_code_lines_skip_docstrings_comments_and_blanks():
+    source = ('"""Module\ndocstring."""\n\nimport math  # a comment\n\n\n'
+              'def f(x):\n    """Doc."""\n    # only a comment\n    return (x +\n'
+              '            math.pi)\n')
+    assert _code_lines(source) == 4  # import, def, and the two lines of the return
+
+
+@pytest.mark.parametrize("path", sorted(
+    (Path(pa.__file__).parent / "backends").glob("*/translate.py")), ids=lambda p: p.parent.name)
+def test_each_translation_reads_in_one_sitting(path):
+    assert _code_lines(path.read_text()) <= TRANSLATION_LIMIT, (
+        f"{path}: move speed routes to fast.py, workarounds to quirks.py")
 
 
 # ------------------------------------------------------- the gradient tolerance of every dtype
