@@ -12,8 +12,9 @@ Keras's, the windowed and global layers are built when they are made, and ``get_
 writes Keras's keys with Keras's spellings. The windowed layers add the canonical extras
 (API.md §1) as keyword-only parameters after Keras's: ``padding`` may also be
 ``"same_lower"``, an int, one int per dim or ``(low, high)`` pairs; ``dilation``;
-``ceil_mode``; and ``count_include_pad`` for average pooling. ``get_config`` writes an
-extra only when it is set away from its default.
+``ceil_mode``; ``count_include_pad`` for average pooling; ``return_indices`` for max pooling
+(the layer then returns ``(outputs, indices)``, int64 flat indices into each input plane as
+PyTorch's). ``get_config`` writes an extra only when it is set away from its default.
 
 A layer pools the Keras backend's own tensors (jax array, tf tensor, torch tensor) with
 pooladapt's backend for that framework, so the numbers are the same on every Keras backend,
@@ -93,12 +94,14 @@ class _Pooling(keras.layers.Layer):
         dilation: int | tuple[int, ...] = 1,
         ceil_mode: bool = False,
         count_include_pad: bool = False,
+        return_indices: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
         self.spec = make_spec(self.mode, _plain(pool_size), _plain(strides), _plain(padding),
                               _plain(dilation), ceil_mode, count_include_pad,
-                              data_format=_data_format(data_format), ndim=self.ndim)
+                              data_format=_data_format(data_format),
+                              return_indices=return_indices, ndim=self.ndim)
         self.pool_size, self.strides = self.spec.window, self.spec.stride
         # as given, like Keras ("SAME" stays "SAME"; Keras reads it case-insensitively)
         self.padding = _plain(padding)
@@ -118,7 +121,14 @@ class _Pooling(keras.layers.Layer):
         probe = _replace_spatial(shape, axes, [
             e if shape[a] is None else shape[a] for a, e in zip(axes, self.spec.extent)])
         out = self.spec.plan(probe).output_shape(probe)
-        return _replace_spatial(out, axes, [None if shape[a] is None else out[a] for a in axes])
+        out = _replace_spatial(out, axes, [None if shape[a] is None else out[a] for a in axes])
+        return (out, out) if self.spec.return_indices else out
+
+    def compute_output_spec(self, inputs):
+        out = super().compute_output_spec(inputs)
+        if not self.spec.return_indices:
+            return out
+        return out[0], keras.KerasTensor(out[1].shape, dtype="int64")  # API.md §1
 
     def get_config(self) -> dict[str, Any]:
         """Keras's keys with Keras's spellings, then the extras set away from their
@@ -132,6 +142,8 @@ class _Pooling(keras.layers.Layer):
             config["ceil_mode"] = True
         if self.spec.count_include_pad:
             config["count_include_pad"] = True
+        if self.spec.return_indices:
+            config["return_indices"] = True
         return config
 
 
@@ -218,9 +230,10 @@ class MaxPooling1D(_MaxPooling):
     ndim = 1
 
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
-                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+                 name=None, *, dilation=1, ceil_mode=False, return_indices=False,
+                 **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
-                         ceil_mode=ceil_mode, **kwargs)
+                         ceil_mode=ceil_mode, return_indices=return_indices, **kwargs)
 
 
 @_register
@@ -230,9 +243,10 @@ class MaxPooling2D(_MaxPooling):
     ndim = 2
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
-                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+                 name=None, *, dilation=1, ceil_mode=False, return_indices=False,
+                 **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
-                         ceil_mode=ceil_mode, **kwargs)
+                         ceil_mode=ceil_mode, return_indices=return_indices, **kwargs)
 
 
 @_register
@@ -242,9 +256,10 @@ class MaxPooling3D(_MaxPooling):
     ndim = 3
 
     def __init__(self, pool_size=(2, 2, 2), strides=None, padding="valid", data_format=None,
-                 name=None, *, dilation=1, ceil_mode=False, **kwargs: Any) -> None:
+                 name=None, *, dilation=1, ceil_mode=False, return_indices=False,
+                 **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, name, dilation=dilation,
-                         ceil_mode=ceil_mode, **kwargs)
+                         ceil_mode=ceil_mode, return_indices=return_indices, **kwargs)
 
 
 @_register

@@ -338,7 +338,8 @@ def test_masking_is_the_native_masking(name):
 
 # ------------------------------------------------------------------ the extras
 
-_EXTRA_VALUES = {"dilation": 2, "ceil_mode": True, "count_include_pad": True}
+_EXTRA_VALUES = {"dilation": 2, "ceil_mode": True, "count_include_pad": True,
+                 "return_indices": True}
 
 
 def _extras(name: str) -> list[inspect.Parameter]:
@@ -368,6 +369,41 @@ def test_an_extra_is_in_the_config_only_when_set(name, extra):
     clone = type(ours).from_config(_jsonable(config))
     assert clone.spec == ours.spec and _jsonable(clone.get_config()) == _jsonable(config)
     assert clone.spec != getattr(pk, name)(**kwargs).spec  # the extra changed the layer
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSES if _kind(n) == "windowed"])
+def test_a_config_that_spells_every_extra_at_its_default_loads_as_the_native_config(name):
+    """pooladapt 0.1 wrote every extra, at its default too: such a config still loads, and
+    the layer writes Keras's own config."""
+    native = getattr(keras.layers, name)(**_one(name), name="p")
+    ndim = _ndim(name)
+    old = {**native.get_config(), "dilation": [1] * ndim, "ceil_mode": False}
+    if name.startswith("Average"):
+        old["count_include_pad"] = False
+    ours = getattr(pk, name).from_config(_jsonable(old))
+    assert _jsonable(ours.get_config()) == _jsonable(native.get_config())
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSES if n.startswith("MaxPooling")])
+def test_return_indices_gives_the_oracles_values_and_indices(name):
+    """The extra that Keras has no counterpart for: ``(outputs, indices)``, eager and
+    symbolic, with the plain layer's outputs and gradient."""
+    kwargs = {**_one(name), "pool_size": 3, "strides": 2, "padding": 1, "ceil_mode": True}
+    ours = getattr(pk, name)(**kwargs, return_indices=True)
+    plain = getattr(pk, name)(**kwargs)
+    x = _rng(name, "indices").standard_normal(_shape(name, ours)).astype("float32")
+    y, idx = ours(x)
+    want_y, want_idx = oracle.pool(x, ours.spec)
+    np.testing.assert_array_equal(_np(y), want_y.astype("float32"))
+    np.testing.assert_array_equal(_np(idx), want_idx)
+    assert ops.dtype(idx) == "int64"
+    np.testing.assert_array_equal(_np(y), _np(plain(x)))
+    sym_y, sym_idx = ours(keras.Input(x.shape[1:]))
+    assert tuple(sym_y.shape) == tuple(sym_idx.shape) == (None, *want_y.shape[1:])
+    assert (sym_y.dtype, sym_idx.dtype) == ("float32", "int64")
+    g = _rng(name, "g").standard_normal(want_y.shape).astype("float32")
+    _, grad = _value_and_gradient(lambda t: ours(t)[0], x, g)
+    np.testing.assert_allclose(grad, oracle.pool_vjp(x, plain.spec, g), rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------ a native model, swapped
