@@ -75,7 +75,7 @@ def _finish(be: Backend, out: Any, native: bool) -> Any:
 
 
 def _remember_plane(be: Backend, indices: Any, plane: tuple[int, ...]) -> None:
-    if be.tracing():  # a traced tensor's id() is not its id at run time
+    if be.tracing(indices):  # a traced tensor's id() is not its id at run time
         return
     key = id(indices)
     def forget(_ref: Any, key: int = key) -> None:
@@ -442,7 +442,7 @@ def _fractional_samples(be: Backend, samples: Any, native: bool, name: str,
         least = "the batch" if batch is None else batch
         raise ValueError(f"random_samples must have shape (N >= {least}, {channels}, {ndim}): "
                          f"(batch, channels, one sample per spatial dim), got {shape!r}")
-    if not be.tracing() and math.prod(shape):
+    if not be.tracing(samples) and math.prod(shape):
         values = be.to_numpy(samples).astype(np.float64)
         if not (values.min() >= 0 and values.max() < 1):
             raise ValueError(f"random_samples must lie in [0, 1), got values from "

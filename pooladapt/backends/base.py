@@ -138,9 +138,11 @@ class Backend:
     def max_unpool(self, y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
         raise NotImplementedError
 
-    def tracing(self) -> bool:
+    def tracing(self, x: Any = None) -> bool:
         """True while the framework's compiler traces the call (its tensors are stand-ins whose
-        identity does not last to run time: no index plane is remembered for them)."""
+        identity does not last to run time and whose values cannot be read: no index plane is
+        remembered for them, no sample is checked); ``x``, a tensor of the call, tells it where
+        the framework knows a trace by its tensors (JAX)."""
         return False
 
     supports_autograd: bool = False

@@ -67,6 +67,22 @@ def test_jit_equals_eager_and_the_numpy_backend_channels_last_3d(dtype):
         np.testing.assert_array_equal(np.asarray(got[1]), want[1])
 
 
+def test_samples_passed_into_jit_are_traced_not_read():
+    """Samples that are an argument of the jitted function are tracers: the entry point
+    leaves their values unchecked (a tracer has none) and the windows follow them."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    samples = rng.random((2, 3, 2)).astype(np.float32)
+
+    def call(t, s):
+        return pa.fractional_max_pool2d(t, 3, (4, 3), None, True, s, data_format="NCHW")
+
+    want = call(x, samples)
+    got = jax.jit(call)(jnp.asarray(x), jnp.asarray(samples))
+    np.testing.assert_array_equal(np.asarray(got[0]), want[0])
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
 def test_grad_under_jit_equals_a_brute_force_vjp():
     rng = np.random.default_rng(2)
     x = rng.integers(-2, 3, (2, 3, 11, 9)).astype(np.float32)  # ties: the first max wins

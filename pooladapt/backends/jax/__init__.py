@@ -55,6 +55,11 @@ class JaxBackend(Backend):
         """Subnormals, for each dtype whose subnormals XLA flushes here."""
         return quirks.subnormal_deviations(compile.pool)
 
+    def tracing(self, x: Any = None) -> bool:
+        """True where ``x`` is a tracer (``jax.jit``, ``grad``, ``vmap``): JAX tells a trace by
+        its tensors."""
+        return x is not None and compile.tracing(x)
+
     def version(self) -> str:
         return jax.__version__
 

@@ -45,7 +45,7 @@ class TensorflowBackend(Backend):
     def version(self) -> str:
         return tf.__version__
 
-    def tracing(self) -> bool:
+    def tracing(self, x: Any = None) -> bool:
         """True inside ``tf.function`` (XLA included): tensors are symbolic there."""
         return not tf.executing_eagerly()
 

@@ -32,7 +32,9 @@ class TorchBackend(Backend):
     global_pool = staticmethod(translate.global_pool)
     adaptive_pool = staticmethod(translate.adaptive_pool)
     max_unpool = staticmethod(family.max_unpool)
-    tracing = staticmethod(compile.compiling)
+
+    def tracing(self, x: Any = None) -> bool:
+        return compile.compiling()
 
     def version(self) -> str:
         return torch.__version__
