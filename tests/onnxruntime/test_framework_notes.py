@@ -60,7 +60,8 @@ def row(values, dtype="float32") -> np.ndarray:
 def test_max_skips_a_nan_after_the_first_tap(dtype):
     """Quirk 1: MaxPool with Indices (and float64's) keeps a running maximum with ``>``, so a
     NaN counts only as a window's first tap; float16/32 MaxPool without Indices and
-    GlobalMaxPool skip every NaN (an all-NaN window: the kernel's starting value)."""
+    GlobalMaxPool skip the NaN of these windows (an all-NaN window: the kernel's starting
+    value); not of every window (the quirk's docstring), which is not pinned here."""
     x = row([1, math.nan, math.nan, 1, math.nan, math.nan], dtype)
     y, idx = run("MaxPool", [x], 2, kernel_shape=[2], strides=[2])
     assert y[0] == 1 and math.isnan(y[1]) and math.isnan(y[2]) and idx == [0, 2, 4]

@@ -7,8 +7,10 @@ entry or public issue.
 1. NaN in a max (``test_max_skips_a_nan_after_the_first_tap``; TF's and the ONNX reference
    evaluator's are alike, D5 and D6): MaxPool with ``Indices`` (and float64's) keeps a running
    maximum with ``>``, so ``[1, nan]`` gives 1 and ``[nan, 1]`` NaN; float16/32 MaxPool
-   without ``Indices`` and GlobalMaxPool skip every NaN. :func:`safe_max` runs the node again
-   on the NaN mask: a window holding a NaN is NaN, its index the first NaN's.
+   without ``Indices`` and GlobalMaxPool skip a NaN in most windows but not in all (1.32:
+   ``[1, nan, 0, nan, 2]`` with kernel 5 gives NaN, and ``[nan, -inf]`` float32's lowest
+   finite value). :func:`safe_max` runs the node again on the NaN mask: a window holding a
+   NaN is NaN, its index the first NaN's.
 2. Dtypes without a kernel (``test_kernel_dtypes``): MaxPool takes float16/32/64, int8 and
    uint8; AveragePool, LpPool and the global ops float16/32 only (ONNX also allows float64
    and, from opset 22, bfloat16); the Python binding takes no bfloat16 array at all.
