@@ -429,6 +429,19 @@ def onnx_global_gap(spec: GlobalSpec, opset: int = ONNX_OPSET,
     return None if isinstance(node, OnnxNode) else node
 
 
+def onnx_exportable(node: OnnxNode | None) -> OnnxNode | None:
+    """``node`` where an exporter may emit it alone: one output (indices are not exported) and
+    pads smaller than its kernel (onnxruntime 1.32 refuses the rest: onnxruntime quirk 3,
+    ``test_pads_must_be_smaller_than_the_kernel``); else None."""
+    if node is None or node.outputs != 1:
+        return None
+    kernel, pads = node.attrs.get("kernel_shape"), node.attrs.get("pads")
+    if isinstance(kernel, tuple) and isinstance(pads, tuple) and any(
+            p >= k for p, k in zip(pads, kernel + kernel)):
+        return None
+    return node
+
+
 def onnx_auto_pad(spec: PoolSpec) -> str | None:
     """The ``auto_pad`` a node needs only when it is built without the input's spatial size
     (symbolic dims): ``SAME_UPPER``/``SAME_LOWER``/``VALID`` for those paddings, None for

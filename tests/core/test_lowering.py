@@ -182,6 +182,20 @@ def test_onnx_node_of_a_max_pool_with_indices():
     assert lowering.onnx_pool_gap(plan) is None
 
 
+@pytest.mark.parametrize("kw, exportable", [
+    (dict(mode="max", window=3, stride=2, padding=1), True),
+    (dict(mode="max", window=3, stride=2, padding=1, return_indices=True), False),  # 2 outputs
+    # dilation 3: the window spans 4 cells, so `same` pads (1, 2): 2 >= kernel 2
+    (dict(mode="max", window=2, stride=1, padding="same", dilation=3, size=(4,)), False),
+    (dict(mode="avg", window=3, stride=1, padding=((0, 2),)), True),  # 2 < 3
+])
+def test_an_exportable_node_has_one_output_and_pads_below_its_kernel(kw, exportable):
+    node = lowering.onnx_pool_node(onnx_plan(**kw))
+    assert node is not None
+    assert (lowering.onnx_exportable(node) is node) is exportable
+    assert lowering.onnx_exportable(None) is None
+
+
 def test_onnx_node_of_same_padding_is_explicit():
     # n=4, window 3, stride 2: total padding 1, at the end (same_upper) or the start (lower)
     upper = lowering.onnx_pool_node(onnx_plan("avg", 3, 2, "same", size=(4,)))

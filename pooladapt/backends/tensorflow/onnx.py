@@ -94,18 +94,6 @@ class _Traced:
         return self.compute(x)
 
 
-def fits(node: OnnxNode | None) -> OnnxNode | None:
-    """``node`` unless it has two outputs (indices) or pads at least its kernel (onnxruntime
-    1.32 refuses it: onnxruntime quirk 3)."""
-    if node is None or node.outputs != 1:
-        return None
-    kernel, pads = node.attrs.get("kernel_shape"), node.attrs.get("pads")
-    if isinstance(kernel, tuple) and isinstance(pads, tuple) and any(
-            p >= k for p, k in zip(pads, kernel + kernel)):
-        return None
-    return node
-
-
 def _emit(x: tf.Tensor, traced: _Traced) -> tf.Tensor:
     y = tf.py_function(traced, [x], x.dtype, name=OP_NAME)
     y.set_shape([None if n < 0 else n for n in traced.shape])
@@ -119,7 +107,7 @@ def _node(x: tf.Tensor, opset: int, channels_first: bool,
     block's ``opset`` and ``x`` has channels (onnxruntime quirk 5), else None."""
     if x.shape[1 if channels_first else -1] == 0:
         return None
-    return node_at if fits(node_at(opset)) is not None else None
+    return node_at if lowering.onnx_exportable(node_at(opset)) is not None else None
 
 
 def pool(x: tf.Tensor, plan: PoolPlan) -> Any:
@@ -129,7 +117,8 @@ def pool(x: tf.Tensor, plan: PoolPlan) -> Any:
     if opset is None:
         return translate.pool(x, plan)
     cf = plan.spec.channels_first
-    node_at = _node(x, opset, cf, lambda o: fits(lowering.onnx_pool_node(plan, o, x.dtype.name)))
+    node_at = _node(x, opset, cf, lambda o: lowering.onnx_exportable(
+        lowering.onnx_pool_node(plan, o, x.dtype.name)))
     if node_at is None:
         return translate.pool(x, plan)
     shape = [x.shape[0], *plan.out_size]

@@ -70,18 +70,6 @@ def opset() -> int:
     return DYNAMO_LEAST_OPSET
 
 
-def _node_fits(node: OnnxNode | None) -> OnnxNode | None:
-    """``node`` unless onnxruntime refuses it: pads at least the kernel (onnxruntime quirk 3,
-    ``test_pads_must_be_smaller_than_the_kernel``), or two outputs (indices: not exported)."""
-    if node is None or node.outputs != 1:
-        return None
-    kernel, pads = node.attrs.get("kernel_shape"), node.attrs.get("pads")
-    if isinstance(kernel, tuple) and isinstance(pads, tuple) and any(
-            p >= k for p, k in zip(pads, kernel + kernel)):
-        return None
-    return node
-
-
 class _TorchScriptNode(torch.autograd.Function):
     """The eager translation, written by the TorchScript exporter as ``node``. The forward
     runs untraced: the exporter's peephole pass failed on the translation traced inside the
@@ -130,7 +118,8 @@ def _on_nc(x: torch.Tensor, channels_first: bool, node: OnnxNode, out_size: tupl
 
 def pool(x: torch.Tensor, plan: PoolPlan, compute: Compute) -> torch.Tensor | None:
     """The plan's one ONNX node on ``x`` (``compute(x)``: the eager translation), or None."""
-    node = _node_fits(lowering.onnx_pool_node(plan, opset(), quirks.dtype_name(x.dtype)))
+    node = lowering.onnx_exportable(
+        lowering.onnx_pool_node(plan, opset(), quirks.dtype_name(x.dtype)))
     if node is None or _no_channels(x, plan.spec.channels_first):
         return None
     return _on_nc(x, plan.spec.channels_first, node, plan.out_size, compute)
