@@ -73,6 +73,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+
+def _built_as_keras_builds(layer: keras.layers.Layer) -> None:
+    """Built at ``__init__`` where the installed Keras builds its stateless pooling layers
+    there (``_build_at_init``: Keras 3.10 has it, 3.3.3 not); unbuilt until called on older
+    Keras, as its own are."""
+    build_at_init = getattr(layer, "_build_at_init", None)
+    if build_at_init is not None:
+        build_at_init()
+
+
 class _Pooling(keras.layers.Layer):
     """Windowed max/avg pooling with pooladapt's semantics.
 
@@ -108,7 +118,7 @@ class _Pooling(keras.layers.Layer):
         self.data_format = self.spec.data_format
         self.dilation, self.ceil_mode = self.spec.dilation, self.spec.ceil_mode
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
-        self._build_at_init()  # stateless: built now, as Keras's BasePooling is
+        _built_as_keras_builds(self)
 
     def call(self, inputs):
         return api.run_pool(_static(inputs, self.spec, self), self.spec)
@@ -172,7 +182,7 @@ class _GlobalPooling(keras.layers.Layer):
                                      data_format=_data_format(data_format))
         self.data_format, self.keepdims = self.spec.data_format, self.spec.keepdims
         self.input_spec = keras.layers.InputSpec(ndim=self.ndim + 2)
-        self._build_at_init()  # stateless: built now, as Keras's BaseGlobalPooling is
+        _built_as_keras_builds(self)
 
     def call(self, inputs):
         if self.mode == "max":  # a whole-plane max pool: its window is the spatial size
