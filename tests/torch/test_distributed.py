@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import subprocess
 import sys
 
@@ -74,7 +75,11 @@ def _rank(rank: int, rendezvous: str, out: str) -> None:
         model = nn.parallel.DistributedDataParallel(_model())
         x, target = _data()
         rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        torch.save(_gradients(model, x[rows], target[rows]), out)
+        gradients = _gradients(model, x[rows], target[rows])
+        # DDP's reducer is freed while its process group lives: freed after
+        # destroy_process_group, it hung now and then (1 run in ~10 here, and on CI).
+        del model
+        torch.save(gradients, out)
     finally:
         dist.destroy_process_group()
 
@@ -84,7 +89,8 @@ def test_ddp_gradients_equal_the_single_process_gradients(tmp_path):
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the loopback: no network needed
     outs = [tmp_path / f"rank{r}.pt" for r in range(WORLD)]
-    procs = [subprocess.Popen([sys.executable, __file__, str(r), str(tmp_path / "rendezvous"),
+    rendezvous = str(tmp_path / "rendezvous")
+    procs = [subprocess.Popen([sys.executable, "-X", "faulthandler", __file__, str(r), rendezvous,
                                str(outs[r])], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
     logs = []
@@ -92,9 +98,11 @@ def test_ddp_gradients_equal_the_single_process_gradients(tmp_path):
         try:
             logs.append(p.communicate(timeout=120)[0])
         except subprocess.TimeoutExpired:
-            p.kill()
+            p.send_signal(signal.SIGABRT)  # faulthandler prints where it hung
             logs.append(p.communicate()[0])
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    assert all(p.returncode == 0 for p in procs), "\n".join(
+        f"rank {r} exited with {p.returncode}:\n{log}"
+        for r, (p, log) in enumerate(zip(procs, logs)))
 
     want = _gradients(_model(), *_data())
     for out in outs:
