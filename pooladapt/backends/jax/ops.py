@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pooladapt import lowering
-from pooladapt.backends.jax.quirks import x64_scope
+from pooladapt import family, lowering
+from pooladapt.backends.jax.quirks import divide, x64_scope
 from pooladapt.plan import PoolPlan
 
 
@@ -115,3 +115,41 @@ def tap(a: jax.Array, plan: PoolPlan, offsets: tuple[int, ...]) -> jax.Array:
         limit[axis] = offsets[d] + (plan.out_size[d] - 1) * spec.stride[d] + 1
         strides[axis] = spec.stride[d]
     return lax.slice(a, start, limit, strides)
+
+
+# ------------------------------------------------------------------ the family's primitives
+
+
+def _scatter(values: jax.Array, idx: jax.Array, size: int, channels_first: bool) -> jax.Array:
+    """:func:`put` of the rows (index ``size`` is past the plane: dropped, no spare cell)."""
+    n, c = values.shape[0], values.shape[1 if channels_first else 2]
+    shape = (n, c, size) if channels_first else (n, size, c)
+    return put(shape, idx.astype(index_type((size,))), values, channels_first)
+
+
+def _take(a: jax.Array, index: np.ndarray, axis: int) -> jax.Array:
+    return jnp.take(a, index, axis=axis)
+
+
+def _first_max(keys: jax.Array, flats: jax.Array, valid: np.ndarray,
+               axis: int) -> tuple[jax.Array, jax.Array]:
+    """The first maximum of integer keys over ``axis``: strictly greater wins, ties keep the
+    first (a padding slot repeats the bin's first cell: it never wins)."""
+    key, flat = lax.index_in_dim(keys, 0, axis, False), lax.index_in_dim(flats, 0, axis, False)
+    for t in range(1, keys.shape[axis]):
+        k = lax.index_in_dim(keys, t, axis, False)
+        win = k > key
+        key = jnp.where(win, k, key)
+        flat = jnp.where(win, lax.index_in_dim(flats, t, axis, False), flat)
+    return key, flat
+
+
+# rows in the caller's layout (batch and channel the scatter's batching dims: a sharding
+# stays); the largest index is returned to the caller, which checks it where it is concrete
+UNPOOL = family.UnpoolOps(
+    to_first=None, to_last=None, shape=lambda a: a.shape, reshape=jnp.reshape,
+    as_index=lambda i: i, top=lambda i: jnp.max(i, initial=-1), where=jnp.where,
+    scatter=_scatter)
+MEANS = family.MeanOps(cast=lambda t, dtype: t.astype(dtype), take=_take, where=jnp.where,
+                       sum=lambda t, axis: t.sum(axis=axis), divide=divide)
+BIN_MAX = family.MaxOps(take=_take, first_max=_first_max)

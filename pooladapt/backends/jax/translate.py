@@ -18,9 +18,9 @@ realised:
 * **lp** (``lowering.lp_steps``): the window sums of ``|x| ** p``, then the root; a zero sum
   passes no gradient.
 * **global**: max is the first maximum of each plane's order keys, the value gathered there;
-  avg and lp ``jnp.sum``. **adaptive**: per dim over the plan's bins (``plan.gather``), masked
-  means for avg, the first maximum's key and index carried through for max. **unpool**: one
-  scatter per plane (batch and channel its batching dims: a sharding stays).
+  avg and lp ``jnp.sum``. **adaptive** and **unpool**: pooladapt.family's algorithms on
+  ops.py's primitives (adaptive max on the integer keys; unpool one scatter per plane, batch
+  and channel its batching dims: a sharding stays).
 
 Indices are found on integer keys and the value gathered at them (``ops.take``), so a max's
 gradient is one scatter-add. compile.py jits each function here once per plan; quirks.py
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pooladapt import lowering
+from pooladapt import family, lowering
 from pooladapt.backends.jax import ops, quirks
 from pooladapt.plan import AdaptivePlan, PoolPlan
 from pooladapt.spec import GlobalSpec
@@ -156,53 +156,28 @@ def global_pool(x: jax.Array, spec: GlobalSpec) -> jax.Array:
 
 
 def adaptive_pool(x: jax.Array, plan: AdaptivePlan) -> Any:
-    """Avg: per dim, each bin's cells gathered (``plan.gather``), masked, summed and divided
-    by their count. Max: the last spatial dim first, each bin's first maximum of the integer
-    keys kept with its flat index, so the surviving index is the row-major first max; the
-    value is gathered once at it (bit-exact), so the gradient is one scatter-add."""
-    spec, axes = plan.spec, plan.spec.spatial_axes
+    """Avg: ``family.bin_means``. Max: ``family.bin_first_max`` of the integer keys, so the
+    surviving index is the row-major first max; the value is gathered once at it
+    (bit-exact), so the gradient is one scatter-add."""
+    spec = plan.spec
     if spec.mode == "avg":
-        out = x.astype(lowering.accumulator(x.dtype.name))
-        for d, axis in enumerate(axes):
-            index, valid = plan.gather(d)
-            trailing = (1,) * (x.ndim - axis - 1)
-            taken = jnp.take(out, index, axis=axis)  # (..., out, width, ...)
-            taken = jnp.where(valid.reshape(valid.shape + trailing), taken, 0)
-            out = quirks.divide(taken.sum(axis=axis + 1),
-                                valid.sum(axis=1).reshape((-1, *trailing)))
-        return out.astype(x.dtype)
-    cf = spec.data_format == "channels_first"
-    with quirks.x64_scope(ops.index_type(plan.in_size)):
-        flat = ops.plane_index(cf, plan.in_size, x.shape, ops.index_type(plan.in_size))
-        key = quirks.order_key(lax.stop_gradient(x))
-        for d in reversed(range(spec.ndim)):
-            axis = axes[d]
-            index, _ = plan.gather(d)  # (out, width): a bin's slots, the short bins' repeated
-            keys, flats = jnp.take(key, index, axis=axis), jnp.take(flat, index, axis=axis)
-            key, flat = lax.index_in_dim(keys, 0, axis + 1, False), lax.index_in_dim(
-                flats, 0, axis + 1, False)
-            for t in range(1, index.shape[1]):  # strictly greater wins: ties keep the first
-                k = lax.index_in_dim(keys, t, axis + 1, False)
-                win = k > key
-                key = jnp.where(win, k, key)
-                flat = jnp.where(win, lax.index_in_dim(flats, t, axis + 1, False), flat)
+        return family.bin_means(ops.MEANS, x, plan)
+    cf, itype = spec.data_format == "channels_first", ops.index_type(plan.in_size)
+    with quirks.x64_scope(itype):
+        flat = ops.plane_index(cf, plan.in_size, x.shape, itype)
+        _, flat = family.bin_first_max(ops.BIN_MAX, quirks.order_key(lax.stop_gradient(x)),
+                                       flat, plan)
     out = ops.take(x, flat, cf, 0)
     return (out, quirks.int64(flat)) if spec.return_indices else out
 
 
 def max_unpool(y: jax.Array, indices: jax.Array, channels_first: bool,
                out_size: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """The unpooled tensor and the largest index (for the eager range check). One scatter
-    per plane (``ops.put``: batch and channel are its batching dims, so a sharded batch stays
-    sharded), one index per value (no spare cell to slice off): negative and out-of-range
-    indices point past the plane's end and are dropped."""
-    cf, size = channels_first, math.prod(out_size)
-    n, c = y.shape[0], y.shape[1 if cf else -1]
-    i = ops.planes(indices, cf)
-    top = jnp.max(i, initial=-1)
-    i = jnp.where((i >= 0) & (i < size), i, size).astype(ops.index_type((size,)))
-    out = ops.put((n, c, size) if cf else (n, size, c), i, ops.planes(y, cf), cf)
-    return out.reshape((n, c, *out_size) if cf else (n, *out_size, c)), top
+    """``family.unpool_rows``: the unpooled tensor and the largest index, which the backend
+    checks where it is concrete. One scatter per plane (``ops.put``: batch and channel are its
+    batching dims, so a sharded batch stays sharded); negative and out-of-range indices point
+    past the plane's end and are dropped."""
+    return family.unpool_rows(ops.UNPOOL, y, indices, channels_first, out_size)
 
 
 def lp_power(x: jax.Array, p: float) -> jax.Array:

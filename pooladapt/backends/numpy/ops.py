@@ -2,7 +2,7 @@
 taps as strided slices (from ``lowering.dim_taps``), a pass that reduces a source over them
 (a sum or max; a first maximum with its index), lp's ``|x| ** p``, an adaptive dim's bins,
 index tuples on one axis, cached per-dtype constants, and reusable scratch buffers for a
-block's intermediates."""
+block's intermediates; the family's primitives (``UNPOOL``, ``BIN_MAX``: pooladapt.family)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pooladapt import lowering
+from pooladapt import family, lowering
 from pooladapt.plan import AdaptivePlan, PoolPlan
 
 
@@ -188,3 +188,33 @@ def flat_index(shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
     for a, s in zip(axes, sizes):
         view[a] = s
     return flat.reshape(view)
+
+
+# ------------------------------------------------------------------ the family's primitives
+
+
+def _scatter(values: np.ndarray, index: np.ndarray, size: int, first: bool) -> np.ndarray:
+    """``put_along_axis`` of (N, C, cells) rows into zeros with a spare last cell, cut off."""
+    out = np.zeros((*values.shape[:2], size + 1), dtype=values.dtype)
+    np.put_along_axis(out, index, values, axis=2)
+    return out[:, :, :size]
+
+
+def _first_max(taken: np.ndarray, flats: np.ndarray, valid: np.ndarray,
+               axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``argmax`` over ``axis``: the first maximum, or the first NaN."""
+    pick = np.expand_dims(np.argmax(taken, axis=axis), axis)
+    return (np.take_along_axis(taken, pick, axis=axis).squeeze(axis),
+            np.take_along_axis(np.broadcast_to(flats, taken.shape), pick,
+                               axis=axis).squeeze(axis))
+
+
+def _take(a: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    return np.take(a, index, axis=axis)
+
+
+UNPOOL = family.UnpoolOps(
+    to_first=lambda a: np.moveaxis(a, -1, 1), to_last=lambda a: np.moveaxis(a, 1, -1),
+    shape=np.shape, reshape=np.reshape, as_index=lambda i: i.astype(np.int64),
+    top=lambda i: int(i.max()) if i.size else None, where=np.where, scatter=_scatter)
+BIN_MAX = family.MaxOps(take=_take, first_max=_first_max)

@@ -18,7 +18,8 @@ realised:
   NaN) of its row and its per-plane flat index: the first row holding the maximum is then
   the first maximum in row-major window order. A window of padding only gets index -1.
 * **global**: NumPy reductions; **adaptive**: bins tap by tap, one dim at a time (with
-  indices: a gather and argmax per dim, last dim first); **unpool**: ``put_along_axis``.
+  indices: ``family.bin_first_max``, by ``argmax``); **unpool**: ``family.max_unpool``,
+  scattering by ``put_along_axis``.
 
 Speed routes (fast.py) are asked at the hooks marked ``# route``: blocks, threads, stride
 phases. With every route off the whole job is one block, every tap a strided slice, in the
@@ -27,15 +28,15 @@ caller's thread.
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from pooladapt import lowering
+from pooladapt import family, lowering
 from pooladapt.backends.numpy import fast, ops, quirks
 from pooladapt.plan import AdaptivePlan, PoolPlan
-from pooladapt.spec import GlobalSpec, UnpoolSpec
+from pooladapt.spec import GlobalSpec
 
 
 def pool(x: np.ndarray, plan: PoolPlan) -> Any:
@@ -165,8 +166,7 @@ def global_pool(x: np.ndarray, spec: GlobalSpec) -> Any:
 def adaptive_pool(x: np.ndarray, plan: AdaptivePlan) -> Any:
     """Avg and max without indices: bins tap by tap, one dim at a time (outermost first), tap
     t of every bin one gather along the dim, added (or maxed) into the bins it belongs to.
-    Max with indices: per dim, last first, every bin's cells gathered and the first maximum
-    picked with its flat index (the first maximum in row-major order of the whole bin)."""
+    Max with indices: ``family.bin_first_max``, each bin's first maximum by ``argmax``."""
     spec = plan.spec
     with quirks.quiet():
         if spec.mode == "avg" or not spec.return_indices:
@@ -181,36 +181,8 @@ def adaptive_pool(x: np.ndarray, plan: AdaptivePlan) -> Any:
                     counts = np.multiply.outer(counts, np.subtract(en, st, dtype=acc))
                 out /= plane_view(counts, spec.data_format)
             return out.astype(x.dtype, copy=False)
-        flat = ops.flat_index(x.shape, spec.spatial_axes)
-        out = x
-        for d in reversed(range(spec.ndim)):
-            axis = spec.spatial_axes[d]
-            index, _ = plan.gather(d)
-            taken = np.take(out, index, axis=axis)
-            taken_flat = np.take(flat, index, axis=axis)
-            pick = np.expand_dims(np.argmax(taken, axis=axis + 1), axis + 1)
-            out = np.take_along_axis(taken, pick, axis=axis + 1).squeeze(axis + 1)
-            flat = np.take_along_axis(np.broadcast_to(taken_flat, taken.shape), pick,
-                                      axis=axis + 1).squeeze(axis + 1)
-        return out, flat
+        return family.bin_first_max(ops.BIN_MAX, x, ops.flat_index(x.shape, spec.spatial_axes),
+                                    plan)
 
 
-
-
-def max_unpool(y: np.ndarray, indices: np.ndarray, spec: UnpoolSpec,
-               out_size: tuple[int, ...]) -> np.ndarray:
-    """Zeros of spatial ``out_size`` with ``y`` put at its per-plane ``indices`` (negative
-    ones, from windows of padding only, go to a dropped extra cell)."""
-    cf = spec.data_format == "channels_first"
-    yc = y if cf else np.moveaxis(y, -1, 1)
-    ic = indices if cf else np.moveaxis(indices, -1, 1)
-    n, c = yc.shape[:2]
-    size, plane = math.prod(out_size), math.prod(yc.shape[2:])
-    flat_i = ic.reshape(n, c, plane).astype(np.int64)
-    if flat_i.size:
-        lowering.check_unpool_index(int(flat_i.max()), out_size)
-    flat_i = np.where(flat_i < 0, size, flat_i)
-    out = np.zeros((n, c, size + 1), dtype=y.dtype)
-    np.put_along_axis(out, flat_i, yc.reshape(n, c, plane), axis=2)
-    out = out[:, :, :size].reshape(n, c, *out_size)
-    return out if cf else np.moveaxis(out, 1, -1)
+max_unpool = partial(family.max_unpool, ops.UNPOOL)  # put_along_axis with a spare cell
