@@ -20,8 +20,8 @@ plan feature is realised:
   (``lowering.window_cells``/``bin_cells``), the first maximum picked by order key and the
   value gathered at its index, so the gradient is exact.
 * **global**: max is a pool whose window is the whole plane (``GlobalSpec.pool_spec``), avg
-  and lp TF reductions; **adaptive avg**: a masked gather and mean per dim over the plan's
-  bins; **unpool**: a scatter into the plane.
+  and lp TF reductions; **adaptive avg** (``family.bin_means``): a masked gather and mean per
+  dim over the plan's bins; **unpool** (``family.max_unpool``): a scatter into the plane.
 * dilation, 3-D and uint32/uint64 reach TF's ops through ``quirks.op_workaround``.
 
 Speed routes (fast.py) are asked at the hooks marked ``# route``; compile.py holds what
@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pooladapt import lowering
-from pooladapt.backends.tensorflow import fast, quirks
+from pooladapt import family, lowering
+from pooladapt.backends.tensorflow import fast, ops, quirks
 from pooladapt.backends.tensorflow.compile import batch_size, branch, builtin_graph, static_plane
 from pooladapt.backends.tensorflow.quirks import to_first, to_last
 from pooladapt.plan import AdaptivePlan, Pads, PoolPlan, resolve_plan
-from pooladapt.spec import GlobalSpec, UnpoolSpec
+from pooladapt.spec import GlobalSpec
 
 
 def pool(x: tf.Tensor, plan: PoolPlan) -> Any:
@@ -188,41 +188,16 @@ def global_pool(x: tf.Tensor, spec: GlobalSpec) -> tf.Tensor:
 
 
 def adaptive_pool(x: tf.Tensor, plan: AdaptivePlan) -> Any:
-    """Max: every bin's cells gathered (:func:`gather_first_max`); avg: per dim, each bin's
-    cells gathered (``plan.gather``), masked, summed and divided by their count."""
+    """Max: every bin's cells gathered (:func:`gather_first_max`); avg: ``family.bin_means``."""
     spec = plan.spec
     if spec.mode == "max":
         y, idx = gather_first_max(x, spec.data_format == "channels_first",
                                   *lowering.bin_cells(plan), plan.out_size)
         return (y, idx) if spec.return_indices else y
-    y = tf.cast(x, lowering.accumulator(x.dtype.name))
-    for d, axis in enumerate(spec.spatial_axes):
-        index, valid = plan.gather(d)
-        cells = tf.gather(y, tf.constant(index), axis=axis)  # (..., out, width, ...)
-        shape = valid.shape + (1,) * (x.shape.rank - axis - 1)
-        count = tf.constant(valid.sum(axis=1).reshape(shape[:1] + shape[2:]), y.dtype)
-        y = tf.reduce_sum(tf.where(valid.reshape(shape), cells, 0), axis=axis + 1) / count
-    return tf.cast(y, x.dtype)
+    return family.bin_means(ops.MEANS, x, plan)
 
 
-def max_unpool(y: tf.Tensor, indices: tf.Tensor, spec: UnpoolSpec,
-               out_size: tuple[int, ...]) -> tf.Tensor:
-    """Zeros of spatial ``out_size`` with ``y`` scattered to its per-plane ``indices``
-    (negative ones, from windows of padding only, ignored)."""
-    cf = spec.data_format == "channels_first"
-    yc, ic = to_first(y, not cf), to_first(indices, not cf)
-    n, channels, size = batch_size(yc), yc.shape[1], math.prod(out_size)
-    flat = tf.reshape(tf.cast(ic, tf.int64), [n * channels, math.prod(yc.shape[2:])])
-    if tf.executing_eagerly() and flat.shape.num_elements():
-        lowering.check_unpool_index(int(tf.reduce_max(flat)), out_size)
-    # negative (all-padding) and, in graphs, out-of-range indices go to a dropped slot per row
-    flat = tf.where((flat >= 0) & (flat < size), flat, size)
-    flat += tf.range(n * channels)[:, None] * (size + 1)  # row r's slots start at r * (size + 1)
-    # an update, not a sum: overlapping windows may repeat an index (with the same value)
-    out = tf.tensor_scatter_nd_update(tf.zeros([n * channels * (size + 1)], y.dtype),
-                                      tf.reshape(flat, [-1, 1]), tf.reshape(yc, [-1]))
-    out = tf.reshape(out, [n, channels, size + 1])[..., :size]
-    return to_last(tf.reshape(out, [n, channels, *out_size]), not cf)
+max_unpool = partial(family.max_unpool, ops.UNPOOL)  # one scatter with row offsets
 
 
 def plane_constant(a: np.ndarray, dtype: tf.DType, channels_first: bool) -> tf.Tensor:
