@@ -1,7 +1,8 @@
 """The array primitives the translation is written with, on ``F`` (``mx.nd`` or ``mx.sym``),
 any rank and layout: ``Pooling``'s arguments, padding the spatial axes with a value, one
 strided slice per window tap, per-position constants that broadcast against the layout, and
-each window's first tap equal to its max (indices)."""
+each window's first tap equal to its max (indices), the first maximum over a list of arrays
+(:func:`max_over`), and the family's primitives (``UNPOOL``, ``BIN_MAX``: pooladapt.family)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
-from pooladapt.lowering import Cover, tap_index_maps, tap_offsets
+from pooladapt import family
+from pooladapt.lowering import Cover, is_integer, tap_index_maps, tap_offsets
 from pooladapt.plan import Pads, PoolPlan
 from pooladapt.spec import PoolSpec
+
+nd = mx.nd
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,3 +112,66 @@ def first_equal_tap(x: Any, y: Any, plan: PoolPlan) -> Any:
             idx = mx.nd.where(taps[t] == y, mx.nd.broadcast_like(
                 constant(maps[t], plan.spec, x, "int32"), y), idx)
         return mx.nd.cast(idx, "int64")
+
+
+def max_over(F: Any, values: Any, indices: list[Any] | None, dtype: str,
+              keep: list[Any] | None = None, force: list[Any] | None = None) -> tuple[Any, Any]:
+    """The first maximum over ``values`` (in order) and its entry of ``indices``: a value wins
+    where it is strictly greater than the best so far or its first NaN, and ``keep`` (inside
+    an adaptive bin), or where ``force`` (a window's first real cell)."""
+    best = idx = None
+    for i, value in enumerate(values):
+        if best is None:
+            best, idx = value, None if indices is None else F.broadcast_like(indices[0], value)
+            continue
+        win = value > best
+        if not is_integer(dtype):
+            win = win + (value != value) * (best == best)
+        if keep is not None:
+            win = win * keep[i]
+        if force is not None:
+            win = F.broadcast_add(win, force[i])
+        if indices is not None:
+            idx = F.where(win, F.broadcast_like(indices[i], best), idx)
+        best = F.where(win, value, best)
+    return best, idx
+
+
+# ------------------------------------------------------------------ the family's primitives
+
+
+def _scatter(values: Any, index: Any, size: int, first: bool) -> Any:
+    """``scatter_nd`` of (N, C, cells) rows into one flat zeros where row r's ``size + 1``
+    slots start at r * (size + 1), the spare last slot of each cut off."""
+    n, c = values.shape[:2]
+    rows = nd.arange(n * c, ctx=index.context, dtype="int64").reshape((n, c, 1)) * (size + 1)
+    flat = nd.broadcast_add(index, rows).reshape((1, -1))
+    out = nd.scatter_nd(values.reshape((-1,)), flat, shape=(n * c * (size + 1),))
+    return nd.slice_axis(out.reshape((n, c, size + 1)), axis=2, begin=0, end=size)
+
+
+def _where(cond: Any, i: Any, fill: int) -> Any:
+    return nd.where(cond, i, nd.full(i.shape, fill, ctx=i.context, dtype=i.dtype))
+
+
+def _take(a: Any, index: np.ndarray, axis: int) -> list[Any]:
+    """One take along ``axis`` per slot of the bins (a column of ``index``)."""
+    return [nd.take(a, nd.array(col, ctx=a.context, dtype="int64"), axis=axis) for col in index.T]
+
+
+def _first_max(values: list[Any], flats: list[Any], valid: np.ndarray,
+               axis: int) -> tuple[Any, Any]:
+    """:func:`max_over` the slots (the bin axis ``axis`` is a list here), a padding slot kept
+    out by ``valid``."""
+    shape = [-1 if a == axis - 1 else 1 for a in range(values[0].ndim)]
+    dtype = dtype_name(values[0].dtype)
+    inside = [nd.array(v.reshape(shape), ctx=values[0].context, dtype=dtype) for v in valid.T]
+    return max_over(nd, values, flats, dtype, keep=inside)
+
+
+UNPOOL = family.UnpoolOps(
+    to_first=lambda a: nd.moveaxis(a, -1, 1), to_last=lambda a: nd.moveaxis(a, 1, -1),
+    shape=lambda a: a.shape, reshape=lambda a, shape: a.reshape(shape),
+    as_index=lambda i: i.astype("int64"), top=lambda i: int(i.max().asscalar()),
+    where=_where, scatter=_scatter)
+BIN_MAX = family.MaxOps(take=_take, first_max=_first_max)

@@ -22,8 +22,9 @@ Graph code takes the op namespace ``F``: ``mx.nd``, or ``mx.sym`` in a hybridize
 * global: the pool whose window is the whole plane (``GlobalSpec.pool_spec``, __init__.py).
 * adaptive, non-uniform bins (the core routes uniform ones to the pool): avg by
   ``contrib.AdaptiveAvgPooling2D``, one dim at a time unless 2-D channels first (a box's mean
-  is the mean of its rows' means); max a gather-and-reduce per dim (``plan.gather``).
-* unpool: ``scatter_nd`` of each plane into zeros, negative indices into a spare cell.
+  is the mean of its rows' means); max ``family.bin_first_max`` (``plan.gather``).
+* unpool: ``family.max_unpool``, ``scatter_nd`` of each plane into zeros, negative indices
+  into a spare cell.
 
 Speed routes (fast.py) are asked at the lines marked ``# speed route``.
 """
@@ -37,11 +38,10 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
-from pooladapt import lowering
+from pooladapt import family, lowering
 from pooladapt.backends.mxnet import compile, fast, ops, quirks
 from pooladapt.lowering import Cover
 from pooladapt.plan import AdaptivePlan, PoolPlan
-from pooladapt.spec import UnpoolSpec
 
 nd = mx.nd
 CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}  # channels first is Pooling's default
@@ -126,29 +126,6 @@ def _pooling_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     return quirks.with_rows_fixed(x, rows, native, exact)
 
 
-def _max_over(F: Any, values: Any, indices: list[Any] | None, dtype: str,
-              keep: list[Any] | None = None, force: list[Any] | None = None) -> tuple[Any, Any]:
-    """The first maximum over ``values`` (in order) and its entry of ``indices``: a value wins
-    where it is strictly greater than the best so far or its first NaN, and ``keep`` (inside
-    an adaptive bin), or where ``force`` (a window's first real cell)."""
-    best = idx = None
-    for i, value in enumerate(values):
-        if best is None:
-            best, idx = value, None if indices is None else F.broadcast_like(indices[0], value)
-            continue
-        win = value > best
-        if not lowering.is_integer(dtype):
-            win = win + (value != value) * (best == best)
-        if keep is not None:
-            win = win * keep[i]
-        if force is not None:
-            win = F.broadcast_add(win, force[i])
-        if indices is not None:
-            idx = F.where(win, F.broadcast_like(indices[i], best), idx)
-        best = F.where(win, value, best)
-    return best, idx
-
-
 def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     """The max over the taps of x padded with the dtype's lowest value; a window's first real
     cell beats the padding before it even when equal: it gets the index and the gradient."""
@@ -157,7 +134,7 @@ def _tap_max(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
     maps = [ops.constant(m, spec, x, "float64") for m in lowering.tap_index_maps(plan)] if (
         spec.return_indices) else None
     first = compile.first_real_taps(F, x, plan, dtype) if plan.has_padding else None
-    best, idx = _max_over(F, ops.tap_slices(F, padded, plan), maps, dtype, force=first)
+    best, idx = ops.max_over(F, ops.tap_slices(F, padded, plan), maps, dtype, force=first)
     return (best, F.cast(idx, "int64")) if spec.return_indices else best
 
 
@@ -197,35 +174,17 @@ def _avg_or_lp(F: Any, x: Any, plan: PoolPlan, dtype: str) -> Any:
 
 
 def adaptive(x: Any, plan: AdaptivePlan) -> Any:
-    """Non-uniform adaptive bins of an ``mx.nd`` array, with indices for max where asked."""
+    """Non-uniform adaptive bins of an ``mx.nd`` array, with indices for max where asked: avg
+    ``quirks.adaptive_avg``, max ``family.bin_first_max`` (by ``ops.max_over``)."""
     spec, dtype = plan.spec, ops.dtype_name(x.dtype)
     if spec.mode == "avg":
         acc = lowering.accumulator(dtype)
         out = quirks.adaptive_avg(x.astype(acc) if acc != dtype else x, plan)
         return out.astype(dtype) if acc != dtype else out
-    out, flat = x, ops.constant(np.arange(math.prod(plan.in_size)).reshape(plan.in_size), spec,
-                                x, "float64")
-    for d in reversed(range(spec.ndim)):  # last dim first
-        axis, (index, valid) = spec.spatial_axes[d], plan.gather(d)
-        shape = [-1 if a == axis else 1 for a in range(x.ndim)]
-        at = [nd.array(i, ctx=x.context, dtype="int64") for i in index.T]
-        inside = [nd.array(v.reshape(shape), ctx=x.context, dtype=dtype) for v in valid.T]
-        out, flat = _max_over(nd, [nd.take(out, i, axis=axis) for i in at],
-                               [nd.take(flat, i, axis=axis) for i in at], dtype, keep=inside)
+    flat = ops.constant(np.arange(math.prod(plan.in_size)).reshape(plan.in_size), spec, x,
+                        "float64")
+    out, flat = family.bin_first_max(ops.BIN_MAX, x, flat, plan)
     return (out, nd.cast(flat, "int64")) if spec.return_indices else out
 
 
-def unpool(y: Any, indices: Any, spec: UnpoolSpec, out_size: tuple[int, ...]) -> Any:
-    """Zeros of spatial ``out_size`` with y scattered to its per-plane indices."""
-    cf = spec.data_format == "channels_first"
-    yc, ic = (y, indices) if cf else (nd.moveaxis(y, -1, 1), nd.moveaxis(indices, -1, 1))
-    (n, c), size = yc.shape[:2], math.prod(out_size)
-    ic = ic.astype("int64").reshape((n * c, -1))
-    if ic.size:
-        lowering.check_unpool_index(int(ic.max().asscalar()), out_size)
-    ic = nd.where(ic < 0, nd.full(ic.shape, size, ctx=ic.context, dtype="int64"), ic)
-    rows = nd.arange(n * c, ctx=ic.context, dtype="int64").reshape((-1, 1)) * (size + 1)
-    flat = nd.broadcast_add(ic, rows).reshape((1, -1))
-    out = nd.scatter_nd(yc.reshape((-1,)), flat, shape=(n * c * (size + 1),))
-    out = out.reshape((n * c, size + 1))[:, :size].reshape((n, c, *out_size))
-    return out if cf else nd.moveaxis(out, 1, -1)
+unpool = functools.partial(family.max_unpool, ops.UNPOOL)  # scatter_nd with a spare cell
