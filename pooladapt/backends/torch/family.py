@@ -1,6 +1,7 @@
-"""The family ops on torch: max unpooling (a scatter into the plane) and fractional max
-pooling (PyTorch's ``fractional_max_pool2d/3d`` is the canonical meaning, so its op computes
-it where it can).
+"""The family ops on torch: max unpooling (``pooladapt.family.max_unpool`` on torch's
+primitives: a ``scatter`` into the plane, on a bit view where autograd has no kernel) and
+fractional max pooling (PyTorch's ``fractional_max_pool2d/3d`` is the canonical meaning, so
+its op computes it where it can).
 
 * **native**: ``F.fractional_max_pool2d/3d`` with the samples, in eager calls, where torch takes
   them (floating input, samples of the input's dtype, a non-empty input, and in 3-D an output
@@ -17,16 +18,16 @@ it where it can).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from pooladapt import lowering
+from pooladapt import family as shared
 from pooladapt.backends.torch import quirks
 from pooladapt.backends.torch.compile import compiling
 from pooladapt.backends.torch.translate import FROM_NC, TO_NC
 from pooladapt.plan import FRACTIONAL_SAMPLE_DIMS, FractionalPlan
-from pooladapt.spec import UnpoolSpec
 
 
 def draw_samples(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -100,19 +101,18 @@ def _gather(xc: torch.Tensor, plan: FractionalPlan, samples: torch.Tensor):
     return values.gather(-1, winner).squeeze(-1), cells.gather(-1, winner).squeeze(-1)
 
 
-def max_unpool(y: torch.Tensor, indices: torch.Tensor, spec: UnpoolSpec,
-               out_size: tuple[int, ...]) -> torch.Tensor:
-    """Zeros of spatial ``out_size`` with ``y`` scattered to its per-plane ``indices`` (those of
-    windows of padding only, -1, into a spare cell dropped after), on an NC* view."""
-    to_nc = None if spec.data_format == "channels_first" else TO_NC[y.dim()]
-    yc, ic = (y, indices) if to_nc is None else (y.permute(to_nc), indices.permute(to_nc))
-    (n, c), size = yc.shape[:2], math.prod(out_size)
-    flat_i = ic.reshape(n, c, math.prod(yc.shape[2:])).long()
-    if not compiling() and flat_i.numel():
-        lowering.check_unpool_index(int(flat_i.max()), out_size)
-    flat_i = torch.where(flat_i < 0, size, flat_i)  # windows of padding only: a spare slot
-    bits = quirks.scatter_view(yc.dtype)  # a bit view only where needed: it has no autograd
-    src = yc.reshape(flat_i.shape) if bits is None else yc.reshape(flat_i.shape).view(bits)
-    out = src.new_zeros((n, c, size + 1)).scatter(2, flat_i, src)[:, :, :size]
-    out = (out if bits is None else out.view(yc.dtype)).reshape(n, c, *out_size)
-    return out if to_nc is None else out.permute(FROM_NC[out.dim()])
+def _scatter(values: torch.Tensor, index: torch.Tensor, size: int, first: bool) -> torch.Tensor:
+    """``scatter`` of (N, C, cells) rows into zeros with a spare last cell, cut off; on a bit
+    view only where the dtype needs one (it has no autograd)."""
+    bits = quirks.scatter_view(values.dtype)
+    src = values if bits is None else values.view(bits)
+    out = src.new_zeros((*index.shape[:2], size + 1)).scatter(2, index, src)[:, :, :size]
+    return out if bits is None else out.view(values.dtype)
+
+
+UNPOOL = shared.UnpoolOps(
+    to_first=lambda a: a.permute(TO_NC[a.dim()]), to_last=lambda a: a.permute(FROM_NC[a.dim()]),
+    shape=lambda a: tuple(a.shape), reshape=lambda a, shape: a.reshape(shape),
+    as_index=lambda i: i.long(), where=torch.where, scatter=_scatter,
+    top=lambda i: None if compiling() or not i.numel() else int(i.max()))  # eager only
+max_unpool = partial(shared.max_unpool, UNPOOL)
