@@ -15,7 +15,7 @@ the core's (``lowering.check_unpool_index``); the mechanism of a primitive is th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,8 @@ def bin_means(ops: MeanOps, x: Tensor, plan: AdaptivePlan) -> Tensor:
 @dataclass(frozen=True)
 class MaxOps:
     """A backend's primitives for :func:`bin_first_max`: ``take(t, index, axis)`` as in
-    :class:`MeanOps` (its result only ever reaches ``first_max``), and
+    :class:`MeanOps` (``index`` a table of the bins given to it; the result only ever reaches
+    ``first_max``), and
     ``first_max(keys, flats, valid, axis)``: over ``axis`` (the bin's slots, in order) each
     bin's first maximum key and the flat index beside it, by the backend's own exact
     comparison (NaN greatest); ``valid`` marks the real slots (a padding slot repeats the
@@ -128,15 +129,21 @@ class MaxOps:
     first_max: Callable[[Any, Any, Any, int], tuple[Tensor, Tensor]]
 
 
+def plan_bins(plan: AdaptivePlan) -> tuple[tuple[int, Any, Any], ...]:
+    """Per spatial dim in order: its axis in the spec's layout and ``plan.gather``'s table and
+    mask, what :func:`bin_first_max` walks."""
+    return tuple((axis, *plan.gather(d)) for d, axis in enumerate(plan.spec.spatial_axes))
+
+
 def bin_first_max(ops: MaxOps, keys: Tensor, flat: Tensor,
-                  plan: AdaptivePlan) -> tuple[Tensor, Tensor]:
+                  bins: Sequence[tuple[int, Any, Any]]) -> tuple[Tensor, Tensor]:
     """Adaptive max over ``keys`` (the values, or keys ordered as them) with ``flat``, every
     cell's per-plane flat index: per spatial dim, the last first, each bin's cells gathered
     and its first maximum kept with its index, so the surviving index is the row-major first
-    maximum of the whole bin. Returns the bins' keys and indices."""
-    for d in reversed(range(plan.spec.ndim)):
-        axis = plan.spec.spatial_axes[d]
-        index, valid = plan.gather(d)
+    maximum of the whole bin. ``bins``: per spatial dim, its axis, gather table (``index``
+    of :class:`MaxOps`) and mask (:func:`plan_bins`, or a backend's own constants of them).
+    Returns the bins' keys and indices."""
+    for axis, index, valid in reversed(bins):
         keys, flat = ops.first_max(ops.take(keys, index, axis), ops.take(flat, index, axis),
                                    valid, axis + 1)
     return keys, flat

@@ -82,7 +82,8 @@ def test_bin_means_5x5_to_3x3_of_a_ramp():
 def _first_max(x, out, ndim):
     x = np.asarray(x)
     flat = ops.flat_index(x.shape, tuple(range(2, 2 + ndim)))
-    return family.bin_first_max(ops.BIN_MAX, x, flat, _plan("max", x.shape, out, ndim))
+    return family.bin_first_max(ops.BIN_MAX, x, flat,
+                                family.plan_bins(_plan("max", x.shape, out, ndim)))
 
 
 def test_bin_first_max_5_to_3_keeps_the_first_of_tied_maxima():

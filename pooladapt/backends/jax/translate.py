@@ -166,7 +166,7 @@ def adaptive_pool(x: jax.Array, plan: AdaptivePlan) -> Any:
     with quirks.x64_scope(itype):
         flat = ops.plane_index(cf, plan.in_size, x.shape, itype)
         _, flat = family.bin_first_max(ops.BIN_MAX, quirks.order_key(lax.stop_gradient(x)),
-                                       flat, plan)
+                                       flat, family.plan_bins(plan))
     out = ops.take(x, flat, cf, 0)
     return (out, quirks.int64(flat)) if spec.return_indices else out
 

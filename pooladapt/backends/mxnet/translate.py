@@ -183,7 +183,7 @@ def adaptive(x: Any, plan: AdaptivePlan) -> Any:
         return out.astype(dtype) if acc != dtype else out
     flat = ops.constant(np.arange(math.prod(plan.in_size)).reshape(plan.in_size), spec, x,
                         "float64")
-    out, flat = family.bin_first_max(ops.BIN_MAX, x, flat, plan)
+    out, flat = family.bin_first_max(ops.BIN_MAX, x, flat, family.plan_bins(plan))
     return (out, nd.cast(flat, "int64")) if spec.return_indices else out
 
 

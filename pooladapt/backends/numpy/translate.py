@@ -182,7 +182,7 @@ def adaptive_pool(x: np.ndarray, plan: AdaptivePlan) -> Any:
                 out /= plane_view(counts, spec.data_format)
             return out.astype(x.dtype, copy=False)
         return family.bin_first_max(ops.BIN_MAX, x, ops.flat_index(x.shape, spec.spatial_axes),
-                                    plan)
+                                    family.plan_bins(plan))
 
 
 max_unpool = partial(family.max_unpool, ops.UNPOOL)  # put_along_axis with a spare cell

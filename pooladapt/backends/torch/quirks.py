@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pooladapt import lowering
+from pooladapt import family, lowering
 from pooladapt.backends.torch.compile import PerPlan
 from pooladapt.plan import AdaptivePlan, PoolPlan
 
@@ -205,31 +205,40 @@ def exported_adaptive_avg(xc: torch.Tensor, plan: AdaptivePlan) -> torch.Tensor:
 
 
 class _Bins:
-    """An adaptive plan's bins per dim as gather indices (``plan.gather``: a flat index list
-    and its (out, widest bin) shape)."""
+    """An adaptive plan's bins on the NC* view, as ``family.plan_bins``: per dim its axis, its
+    gather table (``plan.gather``: a flat index list and its (out, widest bin) shape: host
+    constants, which torch.compile embeds) and no mask (a padding slot repeats the bin's
+    first cell: harmless for max)."""
 
     def __init__(self, plan: AdaptivePlan) -> None:
         self.in_size = plan.in_size
-        self.gather = tuple((tuple(index.ravel().tolist()), index.shape) for index, _ in (
-            plan.gather(d) for d in range(plan.spec.ndim)))
+        self.dims = tuple((2 + d, (tuple(index.ravel().tolist()), index.shape), None)
+                          for d, (index, _) in enumerate(
+                              plan.gather(d) for d in range(plan.spec.ndim)))
 
 
 _bins = PerPlan(_Bins)
 
 
+def _take(t: torch.Tensor, table: tuple, axis: int) -> torch.Tensor:
+    index, shape = table
+    return t.index_select(axis, torch.tensor(index, device=t.device)).unflatten(axis, shape)
+
+
+def _first_max(values: torch.Tensor, flats: torch.Tensor, valid: None, axis: int):
+    out, pick = values.max(dim=axis)  # the first maximum
+    return out, flats.gather(axis, pick.unsqueeze(axis)).squeeze(axis)
+
+
+BIN_MAX = family.MaxOps(take=_take, first_max=_first_max)
+
+
 def integer_adaptive_max(xc: torch.Tensor, plan: AdaptivePlan, indices: bool):
-    """torch's adaptive max pools take floats only: integers are gathered and reduced per dim
-    over the plan's bins (``test_int64_beyond_float_precision_stays_exact``), the last dim
-    first, so the surviving index is the first maximum of the whole bin in row-major order (a
-    bin's padding slots repeat its first cell: harmless for max). With ``indices``, values
-    and indices."""
+    """torch's adaptive max pools take floats only: integers (and bins while exporting) are
+    ``family.bin_first_max`` (``test_int64_beyond_float_precision_stays_exact``): the
+    surviving index is the first maximum of the whole bin in row-major order. With
+    ``indices``, values and indices."""
     bins = _bins(plan)
-    out, pos = xc, torch.arange(math.prod(bins.in_size), device=xc.device).view(
-        bins.in_size).expand(xc.shape)
-    for d in reversed(range(len(bins.in_size))):
-        axis, (index, shape) = 2 + d, bins.gather[d]
-        flat = torch.tensor(index, device=xc.device)
-        out, pick = out.index_select(axis, flat).unflatten(axis, shape).max(dim=axis + 1)
-        pos = pos.index_select(axis, flat).unflatten(axis, shape).gather(
-            axis + 1, pick.unsqueeze(axis + 1)).squeeze(axis + 1)
+    pos = torch.arange(math.prod(bins.in_size), device=xc.device).view(bins.in_size)
+    out, pos = family.bin_first_max(BIN_MAX, xc, pos.expand(xc.shape), bins.dims)
     return (out, pos) if indices else out
