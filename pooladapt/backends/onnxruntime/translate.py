@@ -7,7 +7,8 @@ onnxruntime has a kernel for (``quirks.run_dtype``: the input's own, or an exact
 MaxPool's ``Indices`` count over N*C*plane; the remainder by the plane is pooladapt's
 per-plane index. Where onnxruntime's kernel deviates (quirks.py) or ONNX has no node (a
 non-integer p, windows of padding only, adaptive bins), the gather graph computes the plan
-exactly (``graphs.gather_session``); unpooling scatters.
+exactly (``graphs.gather_session``); unpooling is ``family.max_unpool``, scattering by
+ScatterElements.
 
 Speed route ``onnxruntime.finite_check``: a float max input whose values are all finite
 (checked on the host) runs the bare node instead of its safe form (quirks 1 and 8).
@@ -16,16 +17,17 @@ Speed route ``onnxruntime.finite_check``: a float max input whose values are all
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from pooladapt import config, lowering
+from pooladapt import config, family, lowering
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
 from pooladapt.backends.onnxruntime import graphs, quirks
 from pooladapt.lowering import OnnxNode
-from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, UnpoolSpec, make_spec
+from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, make_spec
 
 FINITE_CHECK = "onnxruntime.finite_check"
 _INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
@@ -37,6 +39,24 @@ def _nc(x: np.ndarray, channels_first: bool) -> np.ndarray:
 
 def _layout(y: np.ndarray, channels_first: bool) -> np.ndarray:
     return y if channels_first else np.ascontiguousarray(np.moveaxis(y, 1, -1))
+
+
+def _scatter(values: np.ndarray, index: np.ndarray, size: int, first: bool) -> np.ndarray:
+    """ScatterElements of (N, C, cells) rows into zeros with a spare last cell, cut off, on a
+    copy of the bits: every dtype scatters as the integer of its size (quirk 6)."""
+    n, c = values.shape[:2]
+    if not values.size:
+        return np.zeros((n, c, size), values.dtype)
+    bits = f"int{8 * values.dtype.itemsize}"
+    out = graphs.run(graphs.scatter_session(bits), np.zeros((n * c, size + 1), bits),
+                     index.reshape(n * c, -1), values.reshape(n * c, -1).view(bits))[0]
+    return out[:, :size].view(values.dtype).reshape(n, c, size)
+
+
+UNPOOL = family.UnpoolOps(
+    to_first=lambda a: _nc(a, False), to_last=lambda a: _layout(a, False), shape=np.shape,
+    reshape=np.reshape, as_index=lambda i: i.astype(np.int64),
+    top=lambda i: int(i.max()) if i.size else None, where=np.where, scatter=_scatter)
 
 
 def node_session(node: OnnxNode, dtype: str, rank: int, safe: bool) -> ort.InferenceSession:
@@ -146,22 +166,7 @@ class OnnxRuntimeBackend(Backend):
                                                 np.empty(shape, np.int64)]
         return _finish(outs, x.dtype, cf, spec.return_indices)
 
-    def max_unpool(self, y: np.ndarray, indices: np.ndarray, spec: UnpoolSpec,
-                   out_size: tuple[int, ...]) -> np.ndarray:
-        cf = spec.data_format == "channels_first"
-        yc, ic = _nc(y, cf), _nc(indices, cf)
-        n, c = yc.shape[:2]
-        plane = math.prod(out_size)
-        if not yc.size:
-            return _layout(np.zeros((n, c, *out_size), y.dtype), cf)
-        # a copy of bits: every dtype scatters as the integer of its size (quirk 6); a
-        # negative index (a window of padding only) goes to a spare last cell, then cut off
-        bits = f"int{8 * y.dtype.itemsize}"
-        idx = ic.reshape(n * c, -1).astype(np.int64)
-        idx[idx < 0] = plane
-        out = graphs.run(graphs.scatter_session(bits), np.zeros((n * c, plane + 1), bits), idx,
-                         yc.reshape(n * c, -1).view(bits))[0]
-        return _layout(out[:, :plane].view(y.dtype).reshape(n, c, *out_size), cf)
+    max_unpool = staticmethod(partial(family.max_unpool, UNPOOL))
 
 
 BACKEND = OnnxRuntimeBackend()
