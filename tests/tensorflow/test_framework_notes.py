@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import pooladapt as pa
-from pooladapt.backends.tensorflow import BACKEND
+from pooladapt.backends.tensorflow import BACKEND, quirks
 from pooladapt.indices import from_tf_argmax
 
 LOWEST32 = float(np.finfo(np.float32).min)  # -3.4028235e38
@@ -216,6 +216,45 @@ def test_d8_nchw_pooling_on_cpu_needs_onednn_and_has_no_gradient():
     want = np.zeros(16)
     want[[5, 7, 13, 15]] = 1
     assert _flat(tape.gradient(y, x)) == want.tolist()
+
+
+def test_d8_nchw_gradient_runs_on_onednn_except_an_eager_max():
+    # TF's own gradient of an NCHW pool: oneDNN's AvgPoolGrad eagerly and in graphs, its
+    # MaxPoolGrad in a graph only (the eager MaxPoolGrad is TF's NHWC-only kernel); the
+    # backend reads it from the registry (quirks.nchw_gradient_kernel) and uses it there
+    x = tf.constant(np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4) % 7)  # ties
+    want = {}
+    for kind in ("MAX", "AVG"):  # NHWC reference gradients
+        with tf.GradientTape() as tape:
+            xl = tf.transpose(x, [0, 2, 3, 1])
+            tape.watch(xl)
+            pool = tf.nn.max_pool2d if kind == "MAX" else tf.nn.avg_pool2d
+            y = pool(xl, 3, 2, "SAME")
+        want[kind] = tf.transpose(tape.gradient(y, xl), [0, 3, 1, 2]).numpy()
+
+    def grad(kind):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            pool = tf.nn.max_pool2d if kind == "MAX" else tf.nn.avg_pool2d
+            y = pool(x, 3, 2, "SAME", data_format="NCHW")
+        return tape.gradient(y, x)
+
+    def runs(fn) -> bool:
+        try:
+            got = fn().numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+        np.testing.assert_array_equal(got, want[kind])
+        return True
+
+    for kind in ("MAX", "AVG"):
+        eager, graph = runs(lambda: grad(kind)), runs(tf.function(lambda: grad(kind)))
+        assert eager is quirks.nchw_gradient_kernel(kind), (kind, "eager")
+        @tf.function
+        def listed():
+            return tf.constant(quirks.nchw_gradient_kernel(kind))
+        assert graph is bool(listed()), (kind, "graph")
+    assert not quirks.nchw_gradient_kernel("MAX")  # eagerly
 
 
 # ------------------------------------------------------------------ D9: index formats

@@ -11,12 +11,14 @@ of its tracing (trace under the setting you mean).
 * ``tensorflow.nchw_kernel``: 2-D channels-first input on TF's NCHW kernel instead of two
   transposes, with 8+ channels or a small tensor. On CPU only oneDNN has one (float32; off
   with ``TF_ENABLE_ONEDNN_OPTS=0``): the route is listed only where TF has it
-  (``quirks.nchw_kernel``), and its gradient goes through NHWC (``quirks.nchw_pool``).
+  (``quirks.nchw_kernel``); its gradient is TF's own where oneDNN runs it, else computed in
+  NHWC (``quirks.nchw_pool``). Under XLA it applies to avg and lp only (XLA's NCHW pool).
 * ``tensorflow.native_same``: a plan whose windows are TF's SAME windows (``same_upper``, or
   e.g. padding 1 of a 3/2 window over an odd size: ``lowering.same_windows``) is one SAME
   call, whose avg excludes the padding as canonical avg does (no divisor map, no copy).
 * ``tensorflow.depthwise_sum``: a padded 2-D channels-last avg or lp sums its windows with one
-  depthwise convolution of ones, which pads by itself (AvgPool takes no explicit padding).
+  depthwise convolution of ones, which pads by itself (AvgPool takes no explicit padding);
+  not under XLA unless forced (XLA's CPU convolution is slower than a padded AvgPool).
 * ``tensorflow.raw_op``: 2-D pools call the raw op with cached attributes (``tf.nn``'s wrapper
   re-validates its arguments on every call).
 * ``tensorflow.indices_taps``: max with indices takes the native max, then, tap by tap, which
@@ -73,13 +75,15 @@ tuned = TUNING.tuned
 def nchw_route(x: tf.Tensor, plan: PoolPlan) -> bool:
     """Pool the channels-first ``x`` on TF's NCHW kernel? It applies to a 2-D plan without
     dilation with a kernel for the dtype it is pooled in (sums: ``lowering.accumulator``'s),
-    not under XLA (which compiles its own; its NCHW MaxPool gradient with SAME padding
-    misplaces ties), nor in a graph traced for TFLite (``compile.portable``)."""
+    not for max under XLA (which compiles its own NCHW pool, whose MaxPool gradient with SAME
+    padding misplaces ties; its avg is exact), nor in a graph traced for TFLite
+    (``compile.portable``)."""
     spec = plan.spec
     kind, dtype = ("MAX", x.dtype) if spec.mode == "max" else (
         "AVG", tf.as_dtype(lowering.accumulator(x.dtype.name)))
     if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
-            and quirks.nchw_kernel(kind, dtype)) or in_xla() or in_portable():
+            and quirks.nchw_kernel(kind, dtype)) or (in_xla() and kind == "MAX") \
+            or in_portable():
         return False
     cells = x.shape.num_elements()
     return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= tuning().nchw_channels
@@ -105,10 +109,12 @@ def same_route(plan: PoolPlan) -> bool:
 def depthwise_sum(x: tf.Tensor, plan: PoolPlan) -> tf.Tensor | None:
     """The sum of every window of a channels-last float ``x`` padded with zeros, as one
     depthwise convolution of ones, or None: the route does not apply (a 2-D plan without
-    dilation with equal strides and a static channel count) or is not taken."""
+    dilation with equal strides and a static channel count) or is not taken (``auto``: not
+    under XLA, whose CPU depthwise convolution is 15x the padded AvgPool in a training step)."""
     spec = plan.spec
     if not (spec.ndim == 2 and spec.stride[0] == spec.stride[1] and x.shape[-1] is not None
-            and all(r == 1 for r in spec.dilation)) or not config.take_route(DEPTHWISE_SUM, True):
+            and all(r == 1 for r in spec.dilation)) or not config.take_route(DEPTHWISE_SUM,
+                                                                              not in_xla()):
         return None
     ones = tf.ones([*spec.window, x.shape[-1], 1], x.dtype)
     return tf.nn.depthwise_conv2d(x, ones, [1, *spec.stride, 1],

@@ -115,21 +115,33 @@ def nchw_kernel(kind: str, dtype: tf.DType) -> bool:
     refused kernel logs an error into the user's output
     (``test_d8_nchw_pooling_on_cpu_needs_onednn_and_has_no_gradient``,
     ``test_channels_first_pooling_logs_no_refused_kernel``)."""
-    if dtype != tf.float32:
-        return False
+    return dtype == tf.float32 and _onednn_kernel(f"_MklNative{kind.title()}Pool")
+
+
+@cache
+def _onednn_kernel(op: str) -> bool:
+    """oneDNN is on and registers a float32 CPU kernel for ``op``."""
     try:
         from tensorflow.python.framework import kernels
         from tensorflow.python.util import _pywrap_util_port
 
         if not _pywrap_util_port.IsMklEnabled():
             return False
-        registered = kernels.get_registered_kernels_for_op(
-            "_MklNativeMaxPool" if kind == "MAX" else "_MklNativeAvgPool")
+        registered = kernels.get_registered_kernels_for_op(op)
     except (ImportError, AttributeError, tf.errors.OpError):  # pragma: no cover - other TFs
         return False
     return any(k.device_type == "CPU" and all(
         tf.float32.as_datatype_enum in c.allowed_values.list.type for c in k.constraint)
         for k in registered.kernel)
+
+
+def nchw_gradient_kernel(kind: str) -> bool:
+    """True where TF's own gradient of an NCHW pool runs on the CPU (D8): oneDNN's AvgPoolGrad
+    eagerly and in graphs, its MaxPoolGrad only in a graph (oneDNN's rewrite of eager ops
+    leaves MaxPoolGrad to TF's NHWC-only kernel;
+    ``test_d8_nchw_gradient_runs_on_onednn_except_an_eager_max``)."""
+    return _onednn_kernel(f"_MklNative{kind.title()}PoolGrad") and (
+        kind == "AVG" or not tf.executing_eagerly())
 
 
 def _raw_pool(kind: str, x: tf.Tensor, **args: Any) -> tf.Tensor:
@@ -139,12 +151,12 @@ def _raw_pool(kind: str, x: tf.Tensor, **args: Any) -> tf.Tensor:
 
 
 def nchw_pool(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tensor:
-    """A 2-D pool of a channels-first ``x`` on TF's NCHW kernel, whose CPU gradient is NHWC
-    only (D8): where a gradient may be asked for it is computed in NHWC
+    """A 2-D pool of a channels-first ``x`` on TF's NCHW kernel. Its gradient is TF's own
+    where oneDNN runs it (:func:`nchw_gradient_kernel`), else computed in NHWC
     (``tf.custom_gradient``; ``test_nchw_kernel_without_a_tape_runs_no_custom_gradient``)."""
     args = dict(ksize=[1, 1, *window], strides=[1, 1, *stride], padding=padding,
                 data_format="NCHW")
-    if not may_record():
+    if not may_record() or nchw_gradient_kernel(kind):
         return _raw_pool(kind, x, **args)
     @tf.custom_gradient
     def pool(t):
@@ -222,21 +234,21 @@ def max_of_keys(x: tf.Tensor, y: tf.Tensor, pool_keys: Callable[..., tf.Tensor])
     return tf.where(tf.equal(keys, order_key(y)), y, exact)
 
 
-def max_of_builtins(x: tf.Tensor, pool: Callable[[tf.Tensor], tf.Tensor],
-                    axis: int) -> tf.Tensor:
-    """The exact max of the float ``x`` (D5) with builtin ops only, for graphs that TFLite
-    and tf2onnx convert (no bit casts or bitwise ops; ``compile.builtin_graph``): one MaxPool
-    (``pool``) of the values with NaN as -inf beside a flag per cell (2: NaN, 1: above -inf,
-    0: -inf), concatenated along the channel ``axis``; a window whose flag is 2 is NaN, 0
-    -inf (MaxPool starts from the lowest finite value, and a runtime's kernel may drop or
-    keep NaN: neither reaches the result), 1 MaxPool's value and gradient (the first
-    maximum); NaN and -inf windows carry no gradient, as in :func:`max_of_keys`
+def max_of_builtins(x: tf.Tensor, y: tf.Tensor, pool: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """MaxPool's result ``y`` of the float ``x`` made exact (D5) with builtin ops only, for
+    graphs that TFLite and tf2onnx convert (no bit casts or bitwise ops;
+    ``compile.builtin_graph``): one MaxPool (``pool``) of a flag per cell (2: NaN, 1: above
+    -inf, 0: -inf); a window whose flag is 2 is NaN, 0 -inf (MaxPool starts from the lowest
+    finite value, and a runtime's kernel may drop or keep NaN: neither reaches the result),
+    1 MaxPool's value and gradient (the first maximum, NaN-free there); NaN and -inf windows
+    carry no gradient, as in :func:`max_of_keys`. The flags come from comparisons of ``x``
+    only, so the gradient reaches ``x`` through ``y`` alone: under ``tf.cond`` no zeros of
+    the other branch are added to it, and oneDNN's MaxPool/MaxPoolGrad pair stays fused
     (``test_tflite_converts_with_builtin_ops_only``, tests/tensorflow/test_export.py)."""
-    nan = tf.not_equal(x, x)
-    minus_inf = tf.constant(-np.inf, x.dtype)
-    values = tf.where(nan, minus_inf, x)
-    flags = tf.where(nan, tf.constant(2, x.dtype), tf.cast(x > minus_inf, x.dtype))
-    y, flag = tf.split(pool(tf.concat([values, flags], axis)), 2, axis)
+    x = tf.stop_gradient(x)
+    flags = tf.where(tf.not_equal(x, x), tf.constant(2, x.dtype),
+                     tf.cast(x > tf.constant(-np.inf, x.dtype), x.dtype))
+    flag = pool(flags)
     return tf.where(flag > 1, tf.constant(np.nan, x.dtype), tf.where(flag > 0, y, _minus_inf(y)))
 
 
