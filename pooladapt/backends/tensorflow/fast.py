@@ -12,7 +12,7 @@ of its tracing (trace under the setting you mean).
   transposes, with 8+ channels or a small tensor. On CPU only oneDNN has one (float32; off
   with ``TF_ENABLE_ONEDNN_OPTS=0``): the route is listed only where TF has it
   (``quirks.nchw_kernel``); its gradient is TF's own where oneDNN runs it, else computed in
-  NHWC (``quirks.nchw_pool``). Under XLA it applies to avg and lp only (XLA's NCHW pool).
+  NHWC (``quirks.nchw_pool``). Under XLA, XLA compiles the NCHW pool.
 * ``tensorflow.native_same``: a plan whose windows are TF's SAME windows (``same_upper``, or
   e.g. padding 1 of a 3/2 window over an odd size: ``lowering.same_windows``) is one SAME
   call, whose avg excludes the padding as canonical avg does (no divisor map, no copy).
@@ -75,15 +75,13 @@ tuned = TUNING.tuned
 def nchw_route(x: tf.Tensor, plan: PoolPlan) -> bool:
     """Pool the channels-first ``x`` on TF's NCHW kernel? It applies to a 2-D plan without
     dilation with a kernel for the dtype it is pooled in (sums: ``lowering.accumulator``'s),
-    not for max under XLA (which compiles its own NCHW pool, whose MaxPool gradient with SAME
-    padding misplaces ties; its avg is exact), nor in a graph traced for TFLite
-    (``compile.portable``)."""
+    not in a graph traced for TFLite (``compile.portable``). Under XLA the pool is XLA's own
+    (its max's gradient goes through NHWC: ``quirks.nchw_gradient_kernel``)."""
     spec = plan.spec
     kind, dtype = ("MAX", x.dtype) if spec.mode == "max" else (
         "AVG", tf.as_dtype(lowering.accumulator(x.dtype.name)))
     if not (spec.ndim == 2 and all(r == 1 for r in spec.dilation)
-            and quirks.nchw_kernel(kind, dtype)) or (in_xla() and kind == "MAX") \
-            or in_portable():
+            and quirks.nchw_kernel(kind, dtype)) or in_portable():
         return False
     cells = x.shape.num_elements()
     return config.take_route(NCHW_KERNEL, (x.shape[1] or 0) >= tuning().nchw_channels

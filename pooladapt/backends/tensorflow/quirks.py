@@ -136,10 +136,13 @@ def _onednn_kernel(op: str) -> bool:
 
 
 def nchw_gradient_kernel(kind: str) -> bool:
-    """True where TF's own gradient of an NCHW pool runs on the CPU (D8): oneDNN's AvgPoolGrad
-    eagerly and in graphs, its MaxPoolGrad only in a graph (oneDNN's rewrite of eager ops
-    leaves MaxPoolGrad to TF's NHWC-only kernel;
-    ``test_d8_nchw_gradient_runs_on_onednn_except_an_eager_max``)."""
+    """True where TF's own gradient of an NCHW pool is right and runs on the CPU (D8): oneDNN's
+    AvgPoolGrad eagerly and in graphs, its MaxPoolGrad only in a graph (oneDNN's rewrite of
+    eager ops leaves MaxPoolGrad to TF's NHWC-only kernel;
+    ``test_d8_nchw_gradient_runs_on_onednn_except_an_eager_max``); under XLA the avg's (XLA's
+    NCHW MaxPool gradient with SAME padding misplaces ties)."""
+    if in_xla():
+        return kind == "AVG"
     return _onednn_kernel(f"_MklNative{kind.title()}PoolGrad") and (
         kind == "AVG" or not tf.executing_eagerly())
 
