@@ -102,13 +102,16 @@ def run_pool(x: Any, spec: PoolSpec, backend: str | None = None) -> Any:
 
 def _pool_once(x: Any, spec: PoolSpec,
                backend: str | None) -> tuple[Any, tuple[Backend, PoolPlan] | None]:
-    """The pooled result, and for a framework tensor the backend call and plan to reuse."""
+    """The pooled result, and the backend call and plan to reuse: for a framework tensor, and
+    for a NumPy array that a backend named by ``backend=`` takes as it is (with no name, the
+    backend of NumPy input follows ``use_backend`` and is resolved on every call)."""
     be, xt, native = _prepare(x, backend, spec.mode)
     plan = spec.plan(tuple(xt.shape))
     out = _finish(be, be.pool(xt, plan), native)
     if spec.return_indices:
         _remember_plane(be, out[1], plan.in_size)
-    return out, ((be, plan) if native else None)
+    reuse = native or (backend is not None and be.numpy_arrays and xt is x)
+    return out, ((be, plan) if reuse else None)
 
 
 _FAST_ENTRIES = 64  # distinct (tensor type, dtype, shape, backend) per layer before it forgets

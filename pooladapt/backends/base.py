@@ -75,6 +75,7 @@ class Backend:
 
     name: str = ""
     framework: str = ""
+    numpy_arrays: bool = False  # its tensors are NumPy arrays (from_numpy/to_numpy identities)
 
     def version(self) -> str:
         raise NotImplementedError

@@ -91,3 +91,21 @@ def test_the_functional_form_tells_argument_sets_apart(backend):
         want = oracle.pool(x, _spec("max", data_format="channels_first", **kw))
         got = _np(backend, pa.pool2d(xt, "max", data_format="channels_first", **kw))
         np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_input_is_remembered_only_for_a_named_backend_that_takes_it_as_it_is(backend):
+    be = dispatch.load(backend).BACKEND
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    want = oracle.pool(x, _spec("max", 2, data_format="channels_first"))
+    named = pa.Pool2D("max", 2, data_format="channels_first", backend=backend)
+    for _ in range(2):
+        np.testing.assert_array_equal(named(x), want)
+    # NumPy-array backends (numpy, onnxruntime) reuse the call; the others convert every time
+    assert bool(named._fast) is be.numpy_arrays
+    swapped = x.astype(">f4")  # byte-swapped: converted, so never remembered
+    np.testing.assert_array_equal(named(swapped), want)
+    assert all(key[1] != swapped.dtype for key in named._fast)
+    unnamed = pa.Pool2D("max", 2, data_format="channels_first")
+    with pa.use_backend(backend):
+        np.testing.assert_array_equal(unnamed(x), want)
+    assert not unnamed._fast  # use_backend may change: NumPy input is resolved on every call

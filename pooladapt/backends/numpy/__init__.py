@@ -22,6 +22,7 @@ from pooladapt.plan import PoolPlan
 class NumpyBackend(Backend):
     name = "numpy"
     framework = "numpy"
+    numpy_arrays = True
     speed_routes = fast.ROUTES
     # NaN, global, adaptive and unpool are NumPy ops of the translation; no autograd or compiler
     native_features = frozenset({"nan", "global", "adaptive", "unpool"})

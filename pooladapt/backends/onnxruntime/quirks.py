@@ -100,6 +100,8 @@ def to_run(x: np.ndarray, dtype: str) -> np.ndarray:
 
 def from_run(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The inverse of :func:`to_run` (float results rounded once to ``dtype``)."""
+    if y.dtype == dtype:
+        return y
     if dtype == np.uint64 and y.dtype == np.int64:
         return y.view(np.uint64) ^ _SIGN
     with np.errstate(over="ignore"):  # past the dtype's largest value: inf, as rounded

@@ -10,14 +10,14 @@ non-integer p, windows of padding only, adaptive bins), the gather graph compute
 exactly (``graphs.gather_session``); unpooling is ``family.max_unpool``, scattering by
 ScatterElements.
 
-Speed route ``onnxruntime.finite_check``: a float max input whose values are all finite
-(checked on the host) runs the bare node instead of its safe form (quirks 1 and 8).
+Speed route ``onnxruntime.finite_check``: a float max input without NaN or -inf (its
+minimum, read on the host) runs the bare node instead of its safe form (quirks 1 and 8).
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -74,14 +74,27 @@ def node_session(node: OnnxNode, dtype: str, rank: int, safe: bool) -> ort.Infer
     return graphs.session(("node", node, dtype, rank, safe), build)
 
 
+@lru_cache(maxsize=1024)
+def _runner(node: OnnxNode, dtype: np.dtype) -> tuple[str, np.dtype, bool] | None:
+    """How ``node`` runs on NC* input of ``dtype``: the run dtype (name and NumPy dtype) and
+    whether it is a float max, whose safe form runs unless the input holds no NaN or -inf;
+    None where onnxruntime does not compute it exactly."""
+    run = quirks.run_dtype(node, dtype.name)
+    if run is None:
+        return None
+    return run, np.dtype(run), node.op_type == "MaxPool" and np.dtype(run).kind == "f"
+
+
 def _run_node(node: OnnxNode | None, x: np.ndarray) -> list[np.ndarray] | None:
     """The node on NC* ``x``, or None where onnxruntime does not compute it exactly."""
-    dtype = None if node is None else quirks.run_dtype(node, str(x.dtype))
-    if node is None or dtype is None:
+    how = None if node is None else _runner(node, x.dtype)
+    if how is None:
         return None
-    x = quirks.to_run(x, dtype)
-    safe = node.op_type == "MaxPool" and x.dtype.kind == "f" and not (
-        config.take_route(FINITE_CHECK, True) and np.isfinite(x).all())
+    dtype, np_dtype, float_max = how
+    if x.dtype != np_dtype or not x.flags.c_contiguous:
+        x = quirks.to_run(x, dtype)
+    safe = float_max and not (config.take_route(FINITE_CHECK, True)  # NaN-propagating min
+                                   and (not x.size or x.min() > -np.inf))
     return graphs.run(node_session(node, dtype, x.ndim, safe), x)
 
 
@@ -105,6 +118,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     framework = "onnxruntime"
     supports_autograd = False
+    numpy_arrays = True
     speed_routes = (FINITE_CHECK,)
 
     def version(self) -> str:
