@@ -237,7 +237,8 @@ def max_of_keys(x: tf.Tensor, y: tf.Tensor, pool_keys: Callable[..., tf.Tensor])
     return tf.where(tf.equal(keys, order_key(y)), y, exact)
 
 
-def max_of_builtins(x: tf.Tensor, y: tf.Tensor, pool: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+def max_of_builtins(x: tf.Tensor, y: tf.Tensor,
+                    pool: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
     """MaxPool's result ``y`` of the float ``x`` made exact (D5) with builtin ops only, for
     graphs that TFLite and tf2onnx convert (no bit casts or bitwise ops;
     ``compile.builtin_graph``): one MaxPool (``pool``) of a flag per cell (2: NaN, 1: above
