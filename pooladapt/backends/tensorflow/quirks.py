@@ -7,6 +7,7 @@ runs the raw TF op next to pooladapt's answer, so a TF release that changes one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import Any
@@ -186,18 +187,25 @@ def nchw_pool(x: tf.Tensor, kind: str, window, stride, padding: str) -> tf.Tenso
 def may_drop_nan(x: tf.Tensor, known: bool | None = None) -> Any:
     """Whether MaxPool may get the float ``x`` wrong (D5: it drops NaN and starts from the
     lowest finite value, so an all-NaN or all -inf window gives -3.4e38): ``x`` holds a NaN
-    or -inf. ``known`` if not None (read by a speed route); eagerly a Python bool from its
-    minimum (TF's eager reduce_min propagates NaN); in a graph a boolean tensor from one sum,
-    not finite then (nor on overflow, which only costs the exact path; float16, whose sums
-    overflow easily, checks its cells), since XLA's min and max drop NaN
-    (``test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla``). "Not finite" is
+    or -inf. ``known`` if not None (read by a speed route); else from one sum, which reads
+    the input faster than TF's min and propagates NaN where XLA's min and max drop it
+    (``test_d5_reduce_max_propagates_nan_eagerly_but_not_under_xla``). Eagerly a Python bool:
+    NaN or -inf sums hold one, a +inf sum (+inf cells, or an overflow) asks TF's eager
+    reduce_min, which propagates NaN; float16, whose sums overflow easily, asks it at once.
+    In a graph a boolean tensor: the sum not finite (an overflow or +inf only costs the exact
+    path; float16 checks its cells). "Not finite" is
     ``s != s or s == inf or s == -inf``: builtin ops that TFLite and ONNX have (TFLite has
     no IsFinite; never ``not |s| < inf``, which grappler rewrites to ``|s| >= inf``, False
     for NaN)."""
     if known is not None:
         return known
     if tf.executing_eagerly():
-        return bool(x.shape.num_elements()) and not bool(tf.reduce_min(x) > -np.inf)
+        if not x.shape.num_elements():
+            return False
+        s = math.inf if x.dtype == tf.float16 else float(tf.reduce_sum(x))
+        if s == math.inf:  # +inf cells or an overflow: the minimum tells
+            return not bool(tf.reduce_min(x) > -np.inf)
+        return s != s or s == -math.inf
     if x.dtype == tf.float16:
         return tf.reduce_any(_not_finite(x))
     return _not_finite(tf.reduce_sum(x))

@@ -67,8 +67,9 @@ def max_pool(x: tf.Tensor, plan: PoolPlan, nchw: bool) -> tf.Tensor:
         exact = partial(quirks.max_of_builtins, x, y, lambda t: window_pool(
             t, plan, nchw, padding))
     else:  # the gradient reaches x through y alone: no zeros from tf.cond's other branch
-        exact = partial(quirks.max_of_keys, tf.stop_gradient(x), y, lambda keys, fill:
-                        window_pool(keys, plan, nchw, padding, fill))
+        def exact() -> tf.Tensor:  # built only where taken: an eager op costs tens of µs
+            return quirks.max_of_keys(tf.stop_gradient(x), y, lambda keys, fill:
+                                      window_pool(keys, plan, nchw, padding, fill))
     # route: a small CPU tensor checked for NaN on the host
     y = branch(quirks.may_drop_nan(x, fast.nan_check_on_host(x)), exact, lambda: y)
     return quirks.minus_inf_where_empty(y, plane_constant(
