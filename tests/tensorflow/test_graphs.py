@@ -300,6 +300,22 @@ def test_clean_input_takes_the_native_result_on_both_eager_checks(setting, monke
     assert keys  # the NaN sent it to the exact path
 
 
+@pytest.mark.parametrize("cells", [(1, 4, 4, 1), (2, 40, 40, 8)])  # host check, TF's sum
+def test_eager_clean_input_runs_no_op_of_the_exact_path(cells, monkeypatch):
+    grads = _counting(monkeypatch, tf, "stop_gradient")  # the exact path's first op
+    sums = _counting(monkeypatch, tf, "reduce_sum")
+    mins = _counting(monkeypatch, tf, "reduce_min")
+    x = RNG.standard_normal(cells).astype(np.float32)
+    with pa.speed_routes("auto"):
+        pa.pool2d(tf.constant(x), "max", 2)
+        assert not grads
+        big = np.full(cells, 3e38, np.float32)  # a sum that overflows to +inf: the minimum
+        np.testing.assert_array_equal(pa.pool2d(tf.constant(big), "max", 2).numpy(),
+                                      big[:, ::2, ::2, :])
+        assert not grads
+        assert len(mins) == (1 if sums else 0)  # only the +inf sum asked the minimum
+
+
 GRAD_CASES = [
     (("max", 3, 2, 1), {}),
     (("max", 2), {}),
