@@ -94,7 +94,7 @@ def _run_node(node: OnnxNode | None, x: np.ndarray) -> list[np.ndarray] | None:
     if x.dtype != np_dtype or not x.flags.c_contiguous:
         x = quirks.to_run(x, dtype)
     safe = float_max and not (config.take_route(FINITE_CHECK, True)  # NaN-propagating min
-                                   and (not x.size or x.min() > -np.inf))
+                                   and (not x.size or np.minimum.reduce(x, None) > -np.inf))
     return graphs.run(node_session(node, dtype, x.ndim, safe), x)
 
 
