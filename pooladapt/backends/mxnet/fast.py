@@ -84,11 +84,11 @@ def max_view(F: Any, x: Any, plan: PoolPlan, cover: Cover) -> Any:
     if spec.channels_first:
         if not views:
             return None
-        c = None if F is mx.sym else x.shape[1]
-        if c is not None and c > 1 and take_route(
-                FEW_CHANNELS, c < tuning().few_channels and quirks.onednn_pools()):
-            n = x.shape[0]
-            v = x.reshape((n * c, 1, *x.shape[2:]))
+        shape = None if F is mx.sym else x.shape
+        if shape is not None and shape[1] > 1 and take_route(
+                FEW_CHANNELS, shape[1] < tuning().few_channels and quirks.onednn_pools()):
+            n, c = shape[:2]
+            v = x.reshape((n * c, 1, *shape[2:]))
             y = max_view(F, v, plan, cover)
             if y is None:
                 y = F.Pooling(v, kernel=kernel, stride=stride,
@@ -130,29 +130,32 @@ def half_as_float() -> bool:
     return take_route(HALF_AS_FLOAT, quirks.onednn_pools())
 
 
-def _host_bytes(x: Any) -> bytes:
-    """A copy of a dense CPU array's memory once its writers are done, without the engine's
-    copy (that queues behind every op already pushed, reads of x included)."""
+def _host_bytes(x: Any, nbytes: int) -> bytes:
+    """A copy of the first ``nbytes`` of a dense CPU array's memory once its writers are done,
+    without the engine's copy (that queues behind every op already pushed, reads of x
+    included)."""
     x.wait_to_read()  # returns at once when no write to x is pending
     ptr = ctypes.c_void_p()  # MXNDArrayGetData reorders a oneDNN-layout array to default
     mx.base.check_call(mx.base._LIB.MXNDArrayGetData(x.handle, ctypes.byref(ptr)))
-    return ctypes.string_at(ptr.value, math.prod(x.shape) * np.dtype(x.dtype).itemsize)
+    return ctypes.string_at(ptr.value, nbytes)
 
 
 def host_values(x: Any) -> np.ndarray | None | bool:
     """x's values read on the host for the NaN/inf check (a dense CPU array): summed in
     Python when tiny (on a 1x1x4x4 call any NumPy call between two MXNet ops costs about as
-    much as the pooling itself; None: all finite), else into NumPy. False: no route taken."""
+    much as the pooling itself; None: all finite), else into NumPy. False: no route taken.
+    (Each read of an NDArray's shape, dtype or context is a C call of a microsecond or more:
+    each is read once.)"""
     if type(x) is not mx.nd.NDArray or x.context.device_type != "cpu":
         return False
     size = math.prod(x.shape)
     dtype = np.dtype(x.dtype)
     if dtype.char in "fd" and take_route(PYTHON_CHECK, size <= tuning().python_check):
-        raw = _host_bytes(x)
+        raw = _host_bytes(x, size * dtype.itemsize)
         total = sum(memoryview(raw).cast(dtype.char))  # float64: no overflow from float32
         return None if total - total == 0 else np.frombuffer(raw, dtype=dtype)
     if take_route(HOST_CHECK, size <= tuning().host_check):
-        return np.frombuffer(_host_bytes(x), dtype=dtype)
+        return np.frombuffer(_host_bytes(x, size * dtype.itemsize), dtype=dtype)
     return False
 
 
