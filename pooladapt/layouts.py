@@ -12,6 +12,12 @@ DataFormat = Literal["channels_first", "channels_last"]
 
 SPATIAL_LETTERS = {1: ("W", "L"), 2: ("HW",), 3: ("DHW",)}
 
+TO_NC = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
+"""Per tensor rank, the axis permutation from channels-last to channels-first (N, C, *spatial):
+a transpose with it is cheaper than a ``moveaxis``/``movedim``, which normalise their axes."""
+FROM_NC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+"""Per tensor rank, the axis permutation from channels-first back to channels-last."""
+
 
 def format_aliases(ndim: int) -> dict[str, str]:
     """Lower-case name -> API name, for an input with ``ndim`` spatial dims."""

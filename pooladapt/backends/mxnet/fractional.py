@@ -28,12 +28,11 @@ import numpy as np
 
 from pooladapt.backends.mxnet import BACKEND, ops
 from pooladapt.backends.numpy.fractional import window_cells
+from pooladapt.layouts import FROM_NC, TO_NC
 from pooladapt.plan import FractionalPlan
 
 nd = mx.nd
 FLOATS = ("float16", "float32", "float64")
-TO_NC = {4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
-FROM_NC = {4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 
 
 def draw_samples(x: Any, shape: tuple[int, int, int]) -> Any:

@@ -26,6 +26,7 @@ import onnxruntime as ort
 from pooladapt import config, family, lowering
 from pooladapt.backends.base import EMULATED, FEATURES, NATIVE, Backend
 from pooladapt.backends.onnxruntime import graphs, quirks
+from pooladapt.layouts import FROM_NC, TO_NC
 from pooladapt.lowering import OnnxNode
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan, make_spec
 
@@ -34,11 +35,11 @@ _INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64
 
 
 def _nc(x: np.ndarray, channels_first: bool) -> np.ndarray:
-    return np.ascontiguousarray(x if channels_first else np.moveaxis(x, -1, 1))
+    return np.ascontiguousarray(x if channels_first else x.transpose(TO_NC[x.ndim]))
 
 
 def _layout(y: np.ndarray, channels_first: bool) -> np.ndarray:
-    return y if channels_first else np.ascontiguousarray(np.moveaxis(y, 1, -1))
+    return y if channels_first else np.ascontiguousarray(y.transpose(FROM_NC[y.ndim]))
 
 
 def _scatter(values: np.ndarray, index: np.ndarray, size: int, first: bool) -> np.ndarray:

@@ -33,11 +33,10 @@ import torch
 
 from pooladapt import lowering
 from pooladapt.backends.torch import quirks
+from pooladapt.layouts import FROM_NC, TO_NC
 from pooladapt.lowering import OnnxNode
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan
 
-TO_NC = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
-FROM_NC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 DYNAMO_LEAST_OPSET = 18  # torchlib's: the dynamo exporter's model is at this opset or above
 
 Compute = Callable[[torch.Tensor], torch.Tensor]

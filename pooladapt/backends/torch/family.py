@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pooladapt import family as shared
 from pooladapt.backends.torch import quirks
 from pooladapt.backends.torch.compile import compiling
-from pooladapt.backends.torch.translate import FROM_NC, TO_NC
+from pooladapt.layouts import FROM_NC, TO_NC
 from pooladapt.plan import FRACTIONAL_SAMPLE_DIMS, FractionalPlan
 
 

@@ -41,10 +41,8 @@ import torch.nn.functional as F
 from pooladapt import config, lowering
 from pooladapt.backends.torch import export, fast, quirks
 from pooladapt.backends.torch.compile import PerPlan, compiling, plane_tensor
+from pooladapt.layouts import FROM_NC, TO_NC
 from pooladapt.spec import AdaptivePlan, GlobalSpec, PoolPlan
-
-TO_NC = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}  # permute: cheaper than movedim
-FROM_NC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 
 
 class Lowered:
