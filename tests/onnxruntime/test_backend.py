@@ -61,9 +61,18 @@ def test_a_plan_runs_as_its_one_onnx_node(mode, kw, size, fmt):
         np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-6)
     node = lowering.onnx_pool_node(spec.plan(x.shape))
     [(key, model)] = models("node")
-    assert key == ("node", node, "float32", 4, False)  # finite values: the bare node
+    first = fmt == "channels_first"
+    assert key == ("node", node, "float32", 4, first, False)  # finite values: the bare node
     onnx.checker.check_model(model, full_check=True)
-    [only] = model.graph.node
+    nodes = list(model.graph.node)
+    if first:
+        [only] = nodes
+    else:  # channels last: to NCHW before the node and each output back after it, in the graph
+        before, only, *after = nodes
+        assert before.op_type == "Transpose" and attributes(before) == {"perm": (0, 3, 1, 2)}
+        assert list(only.input) == list(before.output)
+        assert [(n.op_type, attributes(n), list(n.input)) for n in after] == [
+            ("Transpose", {"perm": (0, 2, 3, 1)}, [out]) for out in only.output]
     assert only.op_type == node.op_type and attributes(only) == node.attrs
     assert len(only.output) == node.outputs and not models("gather")
 

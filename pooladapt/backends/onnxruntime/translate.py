@@ -1,9 +1,10 @@
 """The plan mapped onto onnxruntime: each plan runs as its one ONNX node. Read this first.
 
 NumPy in, NumPy out, inference only. A pooling plan's node is ``lowering.onnx_pool_node``
-(a global pool's ``lowering.onnx_global_node``), run in a session cached per (node, dtype)
-on the input in NC* order (a channels_last input is transposed around it) and in a dtype
-onnxruntime has a kernel for (``quirks.run_dtype``: the input's own, or an exact stand-in).
+(a global pool's ``lowering.onnx_global_node``), run in a session cached per (node, dtype,
+layout) on the input as it is (a channels_last input: a Transpose to NC* and back around the
+node in the same graph, 5x faster than NumPy's copies) and in a dtype onnxruntime has a
+kernel for (``quirks.run_dtype``: the input's own, or an exact stand-in).
 MaxPool's ``Indices`` count over N*C*plane; the remainder by the plane is pooladapt's
 per-plane index. Where onnxruntime's kernel deviates (quirks.py) or ONNX has no node (a
 non-integer p, windows of padding only, adaptive bins), the gather graph computes the plan
@@ -60,19 +61,24 @@ UNPOOL = family.UnpoolOps(
     top=lambda i: int(i.max()) if i.size else None, where=np.where, scatter=_scatter)
 
 
-def node_session(node: OnnxNode, dtype: str, rank: int, safe: bool) -> ort.InferenceSession:
-    """The node alone on an NC* input of ``dtype``; ``safe``: a max exact for NaN and -inf."""
+def node_session(node: OnnxNode, dtype: str, rank: int, channels_first: bool,
+                 safe: bool) -> ort.InferenceSession:
+    """The node alone on an input of ``dtype``, its outputs in the input's layout (channels
+    last: transposed to NC* and back in the graph); ``safe``: a max exact for NaN and -inf."""
 
     def build() -> graphs.Graph:
         g = graphs.Graph()
         x = g.input(dtype, rank)
+        if not channels_first:
+            x = g.op("Transpose", x, perm=TO_NC[rank])
         outs = (quirks.safe_max(g, node, x, dtype) if safe
                 else g.ops(node.op_type, x, outputs=node.outputs, **node.attrs))
         for name, out_dtype in zip(outs, (dtype, "int64")):
-            g.output(name, out_dtype, rank)
+            g.output(name if channels_first else g.op("Transpose", name, perm=FROM_NC[rank]),
+                     out_dtype, rank)
         return g
 
-    return graphs.session(("node", node, dtype, rank, safe), build)
+    return graphs.session(("node", node, dtype, rank, channels_first, safe), build)
 
 
 @lru_cache(maxsize=1024)
@@ -86,8 +92,10 @@ def _runner(node: OnnxNode, dtype: np.dtype) -> tuple[str, np.dtype, bool] | Non
     return run, np.dtype(run), node.op_type == "MaxPool" and np.dtype(run).kind == "f"
 
 
-def _run_node(node: OnnxNode | None, x: np.ndarray) -> list[np.ndarray] | None:
-    """The node on NC* ``x``, or None where onnxruntime does not compute it exactly."""
+def _run_node(node: OnnxNode | None, x: np.ndarray,
+              channels_first: bool = True) -> list[np.ndarray] | None:
+    """The node on ``x``, its outputs in x's layout, or None where onnxruntime does not
+    compute it exactly."""
     how = None if node is None else _runner(node, x.dtype)
     if how is None:
         return None
@@ -96,7 +104,7 @@ def _run_node(node: OnnxNode | None, x: np.ndarray) -> list[np.ndarray] | None:
         x = quirks.to_run(x, dtype)
     safe = float_max and not (config.take_route(FINITE_CHECK, True)  # NaN-propagating min
                                    and (not x.size or np.minimum.reduce(x, None) > -np.inf))
-    return graphs.run(node_session(node, dtype, x.ndim, safe), x)
+    return graphs.run(node_session(node, dtype, x.ndim, channels_first, safe), x)
 
 
 def _gather(plan: PoolPlan | AdaptivePlan, x: np.ndarray) -> list[np.ndarray]:
@@ -146,30 +154,29 @@ class OnnxRuntimeBackend(Backend):
 
     def pool(self, x: np.ndarray, plan: PoolPlan) -> Any:
         spec = plan.spec
-        xc = _nc(x, spec.channels_first)
-        n, c = xc.shape[:2]
+        cf, indices = spec.channels_first, spec.return_indices
+        n, c = x.shape[0], x.shape[1 if cf else -1]
         if n * c == 0:  # quirk 5
             shape = (n, c, *plan.out_size)
-            outs: list[np.ndarray] | None = [np.empty(shape, x.dtype), np.empty(shape, np.int64)]
-        else:
-            outs = _run_node(lowering.onnx_pool_node(plan), xc)
-            if outs is not None and spec.return_indices:
-                outs[1] = outs[1] % math.prod(plan.in_size)  # over N*C*plane -> per plane
+            return _finish([np.empty(shape, x.dtype), np.empty(shape, np.int64)], x.dtype, cf,
+                           indices)
+        outs = _run_node(lowering.onnx_pool_node(plan), x, cf)
         if outs is None:
-            outs = _gather(plan, xc)
-        return _finish(outs, x.dtype, spec.channels_first, spec.return_indices)
+            return _finish(_gather(plan, _nc(x, cf)), x.dtype, cf, indices)
+        y = quirks.from_run(outs[0], x.dtype)
+        return (y, outs[1] % math.prod(plan.in_size)) if indices else y  # over N*C*plane
 
     def global_pool(self, x: np.ndarray, spec: GlobalSpec) -> np.ndarray:
         cf = spec.data_format == "channels_first"
-        xc = _nc(x, cf)
-        outs = _run_node(lowering.onnx_global_node(spec), xc) if xc.size else None
+        outs = _run_node(lowering.onnx_global_node(spec), x, cf) if x.size else None
         if outs is None:  # the plan of a window over the whole plane
+            xc = _nc(x, cf)
             whole = make_spec(spec.mode, xc.shape[2:], p=spec.p if spec.mode == "lp" else None,
                               data_format="channels_first", ndim=spec.ndim)
-            y = self.pool(xc, whole.plan(xc.shape))
+            y = _layout(self.pool(xc, whole.plan(xc.shape)), cf)
         else:
             y = quirks.from_run(outs[0], x.dtype)
-        return _layout(y, cf) if spec.keepdims else y.reshape(y.shape[:2])
+        return y if spec.keepdims else y.reshape(x.shape[0], x.shape[1 if cf else -1])
 
     def adaptive_pool(self, x: np.ndarray, plan: AdaptivePlan) -> Any:
         spec = plan.spec
