@@ -156,6 +156,15 @@ def test_global_pooling():
     [(key, _)] = models("node")
     assert key[1] == lowering.OnnxNode("GlobalAveragePool", ())
     graphs.clear()
+    for keepdims in (False, True):  # channels last, transposed in the node's graph
+        got = pa.global_pool2d(x.transpose(0, 2, 3, 1), "avg", keepdims=keepdims,
+                               data_format="NHWC", **ORT)
+        want = x.mean(axis=(2, 3))
+        np.testing.assert_allclose(got, want[:, None, None, :] if keepdims else want,
+                                   rtol=1e-6)
+    [(key, _)] = models("node")
+    assert key[-2] is False
+    graphs.clear()
     got = pa.global_pool2d(x, "max", keepdims=True, data_format="NCHW", **ORT)
     np.testing.assert_array_equal(got, x.max(axis=(2, 3), keepdims=True))
     [(key, _)] = models("node")
@@ -170,7 +179,10 @@ def test_global_pooling():
 def test_adaptive_and_unpool():
     x = np.random.default_rng(3).standard_normal((2, 5, 7, 3))
     y, idx = pa.adaptive_pool2d(x, "max", (3, 4), return_indices=True, **ORT)
-    assert models("gather")
+    [(key, model)] = models("gather")
+    first = model.graph.node[0]  # channels last: to NCHW, then flattened, in the graph
+    assert key[-1] is False and first.op_type == "Transpose"
+    assert attributes(first) == {"perm": (0, 3, 1, 2)}
     spec = pa.spec.make_adaptive_spec("max", (3, 4), return_indices=True,
                                       data_format="channels_last", ndim=2)
     want = oracle.adaptive_pool(x, spec)

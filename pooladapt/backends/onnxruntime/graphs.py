@@ -20,6 +20,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from pooladapt import lowering
+from pooladapt.layouts import TO_NC
 from pooladapt.plan import AdaptivePlan, PoolPlan
 
 OPSET = lowering.ONNX_OPSET
@@ -107,18 +108,21 @@ def run(sess: ort.InferenceSession, *arrays: np.ndarray) -> list[np.ndarray]:
     return list(sess.run(None, {input_name(i): a for i, a in enumerate(arrays)}))
 
 
-def gather_session(plan: PoolPlan | AdaptivePlan, dtype: str,
-                   lowest: float = -math.inf) -> ort.InferenceSession:
-    """``(N*C, plane)`` in, ``(N*C, windows)`` out (plus per-plane int64 indices for max with
-    ``return_indices``), in ``dtype`` (float32, float64 or int64): each window's (bin's) cells
-    gathered (``lowering.window_cells``/``bin_cells``), padding masked out, then max (NaN
-    first, ties to the first cell in window order, ``lowest`` and index -1 for a window of
-    padding only), the sum over the plan's divisors (avg; 0 / 0 = NaN) or the p-norm (lp)."""
-    return session(("gather", plan, dtype, lowest),
-                   lambda: _gather_graph(plan, dtype, lowest))
+def gather_session(plan: PoolPlan | AdaptivePlan, dtype: str, lowest: float = -math.inf,
+                   channels_first: bool = True) -> ort.InferenceSession:
+    """``(N*C, plane)`` in (``channels_first=False``: the channels-last array, transposed and
+    flattened to that in the graph), ``(N*C, windows)`` out (plus per-plane int64 indices for
+    max with ``return_indices``), in ``dtype`` (float32, float64 or int64): each window's
+    (bin's) cells gathered (``lowering.window_cells``/``bin_cells``), padding masked out, then
+    max (NaN first, ties to the first cell in window order, ``lowest`` and index -1 for a
+    window of padding only), the sum over the plan's divisors (avg; 0 / 0 = NaN) or the
+    p-norm (lp)."""
+    return session(("gather", plan, dtype, lowest, channels_first),
+                   lambda: _gather_graph(plan, dtype, lowest, channels_first))
 
 
-def _gather_graph(plan: PoolPlan | AdaptivePlan, dtype: str, lowest: float) -> Graph:
+def _gather_graph(plan: PoolPlan | AdaptivePlan, dtype: str, lowest: float,
+                  channels_first: bool) -> Graph:
     spec = plan.spec
     if isinstance(plan, PoolPlan):
         flat, valid = lowering.window_cells(plan)
@@ -127,7 +131,12 @@ def _gather_graph(plan: PoolPlan | AdaptivePlan, dtype: str, lowest: float) -> G
         flat, valid = lowering.bin_cells(plan)
         divisor, empty, p = valid.sum(axis=1), np.zeros(len(flat), bool), 1.0
     g = Graph()
-    cells = g.op("Gather", g.input(dtype, 2), g.const(flat), axis=1)  # (N*C, windows, taps)
+    if channels_first:
+        x = g.input(dtype, 2)
+    else:
+        x = g.op("Transpose", g.input(dtype, spec.ndim + 2), perm=TO_NC[spec.ndim + 2])
+        x = g.op("Reshape", x, g.const([-1, math.prod(plan.in_size)], "int64"))
+    cells = g.op("Gather", x, g.const(flat), axis=1)  # (N*C, windows, taps)
     ok, axis = g.const(valid), g.const([2], "int64")
     floating = dtype != "int64"
     if spec.mode == "max":

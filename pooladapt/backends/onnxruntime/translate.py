@@ -107,13 +107,15 @@ def _run_node(node: OnnxNode | None, x: np.ndarray,
     return graphs.run(node_session(node, dtype, x.ndim, channels_first, safe), x)
 
 
-def _gather(plan: PoolPlan | AdaptivePlan, x: np.ndarray) -> list[np.ndarray]:
-    """The gather graph on NC* ``x``: values (and indices) shaped N, C, *out_size."""
-    n, c = x.shape[:2]
+def _gather(plan: PoolPlan | AdaptivePlan, x: np.ndarray,
+            channels_first: bool) -> list[np.ndarray]:
+    """The gather graph on ``x`` (a channels-last one transposed in the graph): values (and
+    indices) shaped N, C, *out_size."""
+    n, c = x.shape[0], x.shape[1 if channels_first else -1]
     dtype = quirks.gather_dtype(str(x.dtype))
     lowest = quirks.to_run(np.array(lowering.lowest(str(x.dtype)), x.dtype), dtype)
-    outs = graphs.run(graphs.gather_session(plan, dtype, lowest.item()),
-                      quirks.to_run(x.reshape(n * c, -1), dtype))
+    outs = graphs.run(graphs.gather_session(plan, dtype, lowest.item(), channels_first),
+                      quirks.to_run(x.reshape(n * c, -1) if channels_first else x, dtype))
     return [o.reshape(n, c, *plan.out_size) for o in outs]
 
 
@@ -162,7 +164,7 @@ class OnnxRuntimeBackend(Backend):
                            indices)
         outs = _run_node(lowering.onnx_pool_node(plan), x, cf)
         if outs is None:
-            return _finish(_gather(plan, _nc(x, cf)), x.dtype, cf, indices)
+            return _finish(_gather(plan, x, cf), x.dtype, cf, indices)
         y = quirks.from_run(outs[0], x.dtype)
         return (y, outs[1] % math.prod(plan.in_size)) if indices else y  # over N*C*plane
 
@@ -181,11 +183,10 @@ class OnnxRuntimeBackend(Backend):
     def adaptive_pool(self, x: np.ndarray, plan: AdaptivePlan) -> Any:
         spec = plan.spec
         cf = spec.data_format == "channels_first"
-        xc = _nc(x, cf)
-        n, c = xc.shape[:2]
+        n, c = x.shape[0], x.shape[1 if cf else -1]
         shape = (n, c, *plan.out_size)
-        outs = _gather(plan, xc) if n * c else [np.empty(shape, x.dtype),
-                                                np.empty(shape, np.int64)]
+        outs = _gather(plan, x, cf) if n * c else [np.empty(shape, x.dtype),
+                                                   np.empty(shape, np.int64)]
         return _finish(outs, x.dtype, cf, spec.return_indices)
 
     max_unpool = staticmethod(partial(family.max_unpool, UNPOOL))
