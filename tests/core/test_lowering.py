@@ -385,3 +385,24 @@ def test_plan_values_take_index_like_sizes_and_name_what_they_cannot_rebuild():
     assert values[2] == (6,) and type(values[2][0]) is int
     with pytest.raises(ValueError, match="GlobalSpec"):
         lowering.plan_from_values(("GlobalSpec", (), (4,)))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_holds_nan_or_minus_inf_on_every_two_byte_pattern_and_the_specials(dtype):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dt = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    if dt.itemsize == 2:  # every bit pattern, judged through float64
+        cells = np.arange(1 << 16, dtype=np.uint16).view(dt)
+    else:
+        cells = np.array([0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan, -np.nan,
+                          np.finfo(dt).min, np.finfo(dt).tiny / 2], dt)
+    with np.errstate(invalid="ignore"):  # ml_dtypes' cast of a NaN warns
+        wide = cells.astype(np.float64)
+    bad = np.isnan(wide) | (wide == -np.inf)
+    assert bad.sum() >= 2  # some NaN and -inf among them
+    for cell, want in zip(cells, bad):
+        block = np.array([[1.0, 2.0], [3.0, 0.0]], dt)
+        block[1, 1] = cell
+        assert lowering.holds_nan_or_minus_inf(block) == want, (dtype, cell)
+        assert lowering.holds_nan_or_minus_inf(block.T) == want  # strided
+    assert not lowering.holds_nan_or_minus_inf(np.zeros((0, 3), dt))

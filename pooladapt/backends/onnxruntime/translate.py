@@ -11,8 +11,9 @@ non-integer p, windows of padding only, adaptive bins), the gather graph compute
 exactly (``graphs.gather_session``); unpooling is ``family.max_unpool``, scattering by
 ScatterElements.
 
-Speed route ``onnxruntime.finite_check``: a float max input without NaN or -inf (its
-minimum, read on the host) runs the bare node instead of its safe form (quirks 1 and 8).
+Speed route ``onnxruntime.finite_check``: a float max input without NaN or -inf (read on
+the host: ``lowering.holds_nan_or_minus_inf``) runs the bare node instead of its safe form
+(quirks 1 and 8).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def _run_node(node: OnnxNode | None, x: np.ndarray,
     dtype, np_dtype, float_max = how
     if x.dtype != np_dtype or not x.flags.c_contiguous:
         x = quirks.to_run(x, dtype)
-    safe = float_max and not (config.take_route(FINITE_CHECK, True)  # NaN-propagating min
-                                   and (not x.size or np.minimum.reduce(x, None) > -np.inf))
+    safe = float_max and not (config.take_route(FINITE_CHECK, True)
+                              and not lowering.holds_nan_or_minus_inf(x))
     return graphs.run(node_session(node, dtype, x.ndim, channels_first, safe), x)
 
 
