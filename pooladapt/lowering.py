@@ -54,18 +54,36 @@ def accumulator(dtype_name: str) -> str:
     return "float64" if dtype_name == "float64" else "float32"
 
 
+_CHECK_BLOCK = 1 << 16  # 2-byte cells per block of the bit check: its scratch stays in cache
+
+
+@lru_cache(maxsize=8)
+def _infinity_bits(dtype: np.dtype) -> tuple[np.uint16, np.uint16, np.uint16]:
+    """+inf's and -inf's bits in a 2-byte float dtype, and the mask of the magnitude bits."""
+    inf = int(np.array(np.inf, dtype).view(np.uint16))
+    return np.uint16(inf), np.uint16(inf | 0x8000), np.uint16(0x7FFF)
+
+
 def holds_nan_or_minus_inf(a: np.ndarray) -> bool:
     """Whether the float array ``a`` (read on the host) holds a NaN or -inf: the cells a
     NaN-dropping native max gets wrong. NumPy's minimum propagates NaN; for 2-byte floats
     (float16, bfloat16), whose NumPy arithmetic converts every element (5x slower), the bits
-    decide: a NaN's magnitude bits exceed +inf's, and -inf is +inf with the sign bit set."""
+    decide, block by block: a NaN's magnitude bits exceed +inf's, and as unsigned integers
+    -inf (+inf with the sign bit) and the negative NaNs are the largest patterns."""
     if not a.size:
         return False
     if a.dtype.itemsize == 2:
-        inf = np.array(np.inf, a.dtype).view(np.uint16)
-        bits = a.view(np.uint16)
-        return bool(np.maximum.reduce(bits & np.uint16(0x7FFF), None) > inf
-                    or (bits == inf | np.uint16(0x8000)).any())
+        inf, minus_inf, magnitude = _infinity_bits(a.dtype)
+        bits = a.view(np.uint16).reshape(-1)  # a copy only where a's strides need one
+        scratch = np.empty(min(bits.size, _CHECK_BLOCK), np.uint16)
+        for start in range(0, bits.size, _CHECK_BLOCK):
+            block = bits[start:start + _CHECK_BLOCK]
+            if np.maximum.reduce(block) >= minus_inf:
+                return True
+            low = np.bitwise_and(block, magnitude, out=scratch[:block.size])
+            if np.maximum.reduce(low) > inf:
+                return True
+        return False
     if a.dtype.kind == "f":  # NumPy's own floats: no warning (and no errstate's microsecond)
         return not np.minimum.reduce(a, None) > -np.inf
     with np.errstate(invalid="ignore"):  # ml_dtypes' minimum may warn on NaN
