@@ -62,8 +62,10 @@ def test_a_plan_runs_as_its_one_onnx_node(mode, kw, size, fmt):
     node = lowering.onnx_pool_node(spec.plan(x.shape))
     [(key, model)] = models("node")
     first = fmt == "channels_first"
-    assert key == ("node", node, "float32", 4, first, False)  # finite values: the bare node
+    assert key == ("node", node, "float32", 4, first, 3, False)  # finite: the bare node
     onnx.checker.check_model(model, full_check=True)
+    dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ([None, 3, None, None] if first else [None, None, None, 3])  # channels known
     nodes = list(model.graph.node)
     if first:
         [only] = nodes
@@ -163,7 +165,7 @@ def test_global_pooling():
         np.testing.assert_allclose(got, want[:, None, None, :] if keepdims else want,
                                    rtol=1e-6)
     [(key, _)] = models("node")
-    assert key[-2] is False
+    assert key[-3:] == (False, 3, False)  # channels last, 3 channels, the bare node
     graphs.clear()
     got = pa.global_pool2d(x, "max", keepdims=True, data_format="NCHW", **ORT)
     np.testing.assert_array_equal(got, x.max(axis=(2, 3), keepdims=True))

@@ -49,9 +49,12 @@ class Graph:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
 
-    def input(self, dtype: str, rank: int) -> str:
+    def input(self, dtype: str, rank: int, known: dict[int, int] | None = None) -> str:
+        """A new input of ``dtype`` and ``rank``, its dims unknown but those in ``known``
+        (axis -> size)."""
         name = input_name(len(self.inputs))
-        self.inputs.append(helper.make_tensor_value_info(name, tensor_type(dtype), [None] * rank))
+        dims = [(known or {}).get(axis) for axis in range(rank)]
+        self.inputs.append(helper.make_tensor_value_info(name, tensor_type(dtype), dims))
         return name
 
     def const(self, value: Any, dtype: str | None = None) -> str:

@@ -62,14 +62,16 @@ UNPOOL = family.UnpoolOps(
     top=lambda i: int(i.max()) if i.size else None, where=np.where, scatter=_scatter)
 
 
-def node_session(node: OnnxNode, dtype: str, rank: int, channels_first: bool,
+def node_session(node: OnnxNode, dtype: str, rank: int, channels_first: bool, channels: int,
                  safe: bool) -> ort.InferenceSession:
-    """The node alone on an input of ``dtype``, its outputs in the input's layout (channels
-    last: transposed to NC* and back in the graph); ``safe``: a max exact for NaN and -inf."""
+    """The node alone on an input of ``dtype`` with ``channels`` channels, its outputs in the
+    input's layout (channels last: transposed to NC* and back in the graph); ``safe``: a max
+    exact for NaN and -inf. The channel count is declared: onnxruntime's AveragePool on a
+    graph that leaves it unknown runs 4x slower (ResNet head 14->7: 5.8 vs 1.4 ms)."""
 
     def build() -> graphs.Graph:
         g = graphs.Graph()
-        x = g.input(dtype, rank)
+        x = g.input(dtype, rank, {1 if channels_first else rank - 1: channels})
         if not channels_first:
             x = g.op("Transpose", x, perm=TO_NC[rank])
         outs = (quirks.safe_max(g, node, x, dtype) if safe
@@ -79,7 +81,7 @@ def node_session(node: OnnxNode, dtype: str, rank: int, channels_first: bool,
                      out_dtype, rank)
         return g
 
-    return graphs.session(("node", node, dtype, rank, channels_first, safe), build)
+    return graphs.session(("node", node, dtype, rank, channels_first, channels, safe), build)
 
 
 @lru_cache(maxsize=1024)
@@ -105,7 +107,8 @@ def _run_node(node: OnnxNode | None, x: np.ndarray,
         x = quirks.to_run(x, dtype)
     safe = float_max and not (config.take_route(FINITE_CHECK, True)
                               and not lowering.holds_nan_or_minus_inf(x))
-    return graphs.run(node_session(node, dtype, x.ndim, channels_first, safe), x)
+    channels = x.shape[1 if channels_first else -1]
+    return graphs.run(node_session(node, dtype, x.ndim, channels_first, channels, safe), x)
 
 
 def _gather(plan: PoolPlan | AdaptivePlan, x: np.ndarray,
