@@ -5,8 +5,9 @@ depend on the framework is computed here, from the plan alone, cached by plan: t
 padding takes in a max, the accumulation dtype, the window taps along each dim, per-plane
 flat indices of window cells, whether a framework's native pooling op (symmetric padding,
 a ceil flag, ``SAME``/``VALID``) gives the plan's windows and with which arguments, the lp
-steps, and the unpool index check. Everything is checked against hand-computed values in
-``tests/core/test_lowering.py``.
+steps, and the unpool index check; and, for the backends that read a max's input on the
+host, the check for the NaN or -inf a NaN-dropping native max gets wrong. Everything is
+checked against hand-computed values in ``tests/core/test_lowering.py``.
 """
 
 from __future__ import annotations
