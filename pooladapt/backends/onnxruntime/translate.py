@@ -86,9 +86,9 @@ def node_session(node: OnnxNode, dtype: str, rank: int, channels_first: bool, ch
 
 @lru_cache(maxsize=1024)
 def _runner(node: OnnxNode, dtype: np.dtype) -> tuple[str, np.dtype, bool] | None:
-    """How ``node`` runs on NC* input of ``dtype``: the run dtype (name and NumPy dtype) and
-    whether it is a float max, whose safe form runs unless the input holds no NaN or -inf;
-    None where onnxruntime does not compute it exactly."""
+    """How ``node`` runs on input of ``dtype`` (either layout): the run dtype (name and NumPy
+    dtype) and whether it is a float max, whose safe form runs unless the input holds no NaN
+    or -inf; None where onnxruntime does not compute it exactly."""
     run = quirks.run_dtype(node, dtype.name)
     if run is None:
         return None
