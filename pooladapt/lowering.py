@@ -71,6 +71,8 @@ def holds_nan_or_minus_inf(a: np.ndarray) -> bool:
     (float16, bfloat16), whose NumPy arithmetic converts every element (5x slower), the bits
     decide, block by block: a NaN's magnitude bits exceed +inf's, and as unsigned integers
     -inf (+inf with the sign bit) and the negative NaNs are the largest patterns."""
+    if a.dtype.kind in "biu":
+        raise TypeError(f"holds_nan_or_minus_inf needs a float array, got dtype {a.dtype}")
     if not a.size:
         return False
     if a.dtype.itemsize == 2:

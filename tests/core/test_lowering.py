@@ -406,6 +406,8 @@ def test_holds_nan_or_minus_inf_on_every_two_byte_pattern_and_the_specials(dtype
         assert lowering.holds_nan_or_minus_inf(block) == want, (dtype, cell)
         assert lowering.holds_nan_or_minus_inf(block.T) == want  # strided
     assert not lowering.holds_nan_or_minus_inf(np.zeros((0, 3), dt))
+    with pytest.raises(TypeError, match="float array, got dtype int16"):
+        lowering.holds_nan_or_minus_inf(np.zeros(3, np.int16))  # its bits mean nothing here
     big = np.zeros((3, 100_001), dt)  # many blocks of the 2-byte check: the last cell counts
     for last, want in ((np.nan, True), (-np.inf, True), (np.inf, False), (-1.0, False)):
         big[-1, -1] = last
